@@ -1,0 +1,142 @@
+"""Typed configuration. `params.yaml` holds the defaults; the CLI (`--set a.b=v`), DVC and
+Dagster all build the same classes from it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PARAMS_FILE = PROJECT_ROOT / "params.yaml"
+
+
+@dataclass
+class DataConfig:
+    source: str = "data/raw/ml-latest-small"
+    format: str = "auto"
+    k_core: int = 5
+
+
+@dataclass
+class ItemLLMConfig:
+    """The Item LLM: a Hugging Face encoder that turns item text into one vector."""
+
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    pooling: str = "mean"  # mean | cls | max
+    max_length: int = 64
+    batch_size: int = 64
+    template: str = "auto"  # auto picks one per dataset from the item table's columns
+    normalize: bool = True
+
+
+@dataclass
+class ModelConfig:
+    """The Recommendation LLM and the item projection head."""
+
+    item_repr: str = "text+id"  # text | id | text+id
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    dropout: float = 0.5
+    max_len: int = 50
+    backbone: str = "gpt2"  # a transformers config type, or a model id / path to load
+    head_mlp: bool = True
+    tie_output: bool = True
+    finetune_item_llm: bool = False
+
+
+@dataclass
+class TrainConfig:
+    strategy: str = "traversal"  # traversal | sampling
+    loss: str = "ce"  # ce (full softmax) | sampled (sampled softmax)
+    num_negatives: int = 1024
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    patience: int = 10
+    eval_batch_size: int = 1024
+    seed: int = 42
+    threads: int = 0  # 0: every core torch sees
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    item_llm: ItemLLMConfig = field(default_factory=ItemLLMConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """`section.key -> value`, as logged to MLflow."""
+        return {f"{s}.{k}": v for s, values in self.to_dict().items() for k, v in values.items()}
+
+
+def _coerce(value: Any, kind: type, name: str) -> Any:
+    if kind is bool and isinstance(value, str):
+        if value.lower() not in {"true", "false", "1", "0", "yes", "no"}:
+            raise ValueError(f"{name}: expected true or false, got {value!r}")
+        return value.lower() in {"true", "1", "yes"}
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name}: expected {kind.__name__}, got {value!r}") from error
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Build a `Config`, rejecting unknown sections and keys by name."""
+    config = Config()
+    for section, entries in (values or {}).items():
+        if not hasattr(config, section):
+            raise ValueError(f"unknown config section {section!r}")
+        target = getattr(config, section)
+        hints = get_type_hints(type(target))
+        for key, value in (entries or {}).items():
+            if key not in hints:
+                known = ", ".join(hints)
+                raise ValueError(f"unknown key {section}.{key} (known: {known})")
+            setattr(target, key, _coerce(value, _base_type(hints[key]), f"{section}.{key}"))
+    return config
+
+
+def _base_type(hint: Any) -> type:
+    return hint if isinstance(hint, type) else str
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, dict[str, str]]:
+    """`["train.lr=0.01", ...]` -> `{"train": {"lr": "0.01"}}`."""
+    nested: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise ValueError(f"--set {pair!r}: expected section.key=value, e.g. train.lr=0.001")
+        nested.setdefault(section, {})[name] = value
+    return nested
+
+
+def load_config(params_file: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults from `params.yaml` (when present), then `--set` overrides."""
+    path = Path(params_file) if params_file else PARAMS_FILE
+    values: dict[str, Any] = yaml.safe_load(path.read_text()) if path.exists() else {}
+    values = {
+        k: v for k, v in (values or {}).items() if k in {"data", "item_llm", "model", "train"}
+    }
+    for section, entries in parse_overrides(list(overrides)).items():
+        values.setdefault(section, {}).update(entries)
+    return config_from_dict(values)
+
+
+def project_path(path: str | Path) -> Path:
+    """A path from the config, relative paths taken from the project root."""
+    path = Path(path)
+    return path if path.is_absolute() else PROJECT_ROOT / path

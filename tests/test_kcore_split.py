@@ -1,0 +1,98 @@
+"""Property tests for the 5-core filter and the leave-one-out split."""
+
+from collections import Counter
+
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lite_rec.kcore import kcore_filter
+from lite_rec.split import leave_one_out_split
+from lite_rec.stats import dataset_stats
+
+rows = st.lists(
+    st.tuples(st.integers(0, 12), st.integers(0, 15), st.integers(0, 6)), min_size=0, max_size=300
+)
+
+
+def frame(triples: list[tuple[int, int, int]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user_id": [f"u{u}" for u, _, _ in triples],
+            "item_id": [f"i{i}" for _, i, _ in triples],
+            "timestamp": pd.array([t for _, _, t in triples], dtype="int64"),
+            "rating": 3.0,
+        }
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows, st.integers(1, 6))
+def test_kcore_reaches_a_fixed_point_with_at_least_k_everywhere(triples, k) -> None:
+    data = frame(triples)
+    kept = kcore_filter(data, k)
+    assert (kept["user_id"].value_counts() >= k).all()
+    assert (kept["item_id"].value_counts() >= k).all()
+    assert kcore_filter(kept, k).index.equals(kept.index)  # fixed point
+    assert kept.index.isin(data.index).all() and kept.index.is_monotonic_increasing
+
+
+def reference_kcore(triples: list[tuple[int, int, int]], k: int) -> set[int]:
+    """The k-core is unique, so removing one sparse row at a time must reach the same set."""
+    alive = set(range(len(triples)))
+    while True:
+        users = Counter(triples[r][0] for r in alive)
+        items = Counter(triples[r][1] for r in alive)
+        sparse = next(
+            (r for r in sorted(alive) if users[triples[r][0]] < k or items[triples[r][1]] < k),
+            None,
+        )
+        if sparse is None:
+            return alive
+        alive.remove(sparse)
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows, st.integers(1, 4))
+def test_kcore_equals_one_at_a_time_reference(triples, k) -> None:
+    kept = kcore_filter(frame(triples), k)
+    assert set(kept.index) == reference_kcore(triples, k)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows)
+def test_split_takes_latest_as_test_and_previous_as_valid(triples) -> None:
+    data = frame(triples)
+    data["source_order"] = range(len(data))
+    split = leave_one_out_split(data)
+    for _, group in split.groupby("user_id", sort=False):
+        assert len(group) >= 3
+        assert list(group["split"])[-2:] == ["valid", "test"]
+        assert set(group["split"].iloc[:-2]) <= {"train"}
+        times = group["timestamp"].to_numpy()
+        assert (times[:-1] <= times[1:]).all()  # nothing later than a target is train
+        # ties in time keep the source order, never the item id order
+        tied = group.groupby("timestamp")["source_order"].apply(lambda s: s.is_monotonic_increasing)
+        assert tied.all()
+    short = data.groupby("user_id").size()
+    assert set(split["user_id"]) == set(short[short >= 3].index)
+
+
+def test_tie_in_time_keeps_source_order_not_item_order() -> None:
+    data = frame([(1, 9, 0), (1, 5, 1), (1, 7, 2), (1, 3, 2)])
+    split = leave_one_out_split(data)
+    assert list(split["item_id"]) == ["i9", "i5", "i7", "i3"]
+    assert list(split["split"]) == ["train", "train", "valid", "test"]
+
+
+def test_stats_by_hand() -> None:
+    data = frame([(1, 1, 0), (1, 2, 1), (2, 1, 0), (2, 2, 1), (2, 3, 2)])
+    stats = dataset_stats(data)
+    assert stats == {
+        "users": 2,
+        "items": 3,
+        "interactions": 5,
+        "mean_sequence_length": 2.5,
+        "median_sequence_length": 2.5,
+        "density": round(5 / 6, 6),
+    }
