@@ -21,6 +21,121 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace):
+    from lite_rec.config import load_config
+
+    return load_config(args.params, args.set)
+
+
+def _embed(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from lite_rec.item_embeddings import item_embeddings, write_item_embeddings
+    from lite_rec.sequences import ITEMS_FILE
+
+    items = pd.read_parquet(args.data_dir / ITEMS_FILE)
+    matrix, report = item_embeddings(items, _config(args).item_llm, args.cache)
+    write_item_embeddings(args.out, items["item_id"].tolist(), matrix, report)
+    log.info(
+        "item embeddings %s in %s (%d encoded, %d from the cache %s)",
+        matrix.shape,
+        args.out,
+        report.encoded,
+        report.reused,
+        args.cache,
+    )
+    return 0
+
+
+def _text_embeddings(args: argparse.Namespace, config, data):
+    """The Item LLM matrix for `data`'s items: from --embeddings, or encoded through the
+    cache; None when the model uses item ids only."""
+    from lite_rec.item_embeddings import item_embeddings, load_item_embeddings
+
+    if "text" not in config.model.item_repr:
+        return None
+    if args.embeddings:
+        item_ids, matrix = load_item_embeddings(args.embeddings)
+        if item_ids != [str(i) for i in data.item_ids]:
+            raise ValueError(f"{args.embeddings}: item ids differ from {args.data_dir}")
+        return matrix
+    return item_embeddings(data.items, config.item_llm, args.cache)[0]
+
+
+def _train(args: argparse.Namespace) -> int:
+    from lite_rec.pipeline import train_rec_model
+    from lite_rec.sequences import load_sequences
+    from lite_rec.tracking import Tracking
+
+    config = _config(args)
+    data = load_sequences(args.data_dir)
+    embeddings = _text_embeddings(args, config, data)
+    trained = train_rec_model(data, embeddings, config, args.out, Tracking(args.tracking_uri))
+    print(
+        json.dumps(
+            {
+                "model_dir": str(args.out),
+                "run_id": trained.run_id,
+                "best_epoch": trained.best_epoch,
+                **trained.valid_metrics,
+            }
+        )
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from lite_rec.pipeline import evaluate_rec_model
+    from lite_rec.sequences import load_sequences
+    from lite_rec.tracking import Tracking
+
+    tracking = None if args.no_mlflow else Tracking(args.tracking_uri)
+    metrics = evaluate_rec_model(
+        load_sequences(args.data_dir), args.model_dir, args.split, tracking
+    )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(metrics, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        for name, value in metrics.items():
+            print(f"{name:>10}  {value:.4f}")
+    return 0
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from lite_rec.serving import Recommender
+
+    recommender = Recommender.load(args.model_dir)
+    history = [item.strip() for item in args.history.split(",") if item.strip()]
+    for item, score in recommender.recommend([history], args.k)[0]:
+        print(f"{item}\t{score:.4f}")
+    return 0
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=None,
+        help="params file with the defaults (default: the project's params.yaml)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one setting, e.g. --set train.epochs=5 (repeatable)",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("cache/item_embeddings"),
+        help="Item LLM embedding cache (default: cache/item_embeddings)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lite-rec",
@@ -48,6 +163,67 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prepare.add_argument("--k-core", type=int, default=5, help="minimum interactions (5)")
     prepare.set_defaults(run=_prepare)
+
+    embed = commands.add_parser(
+        "embed",
+        help="encode every item's text with the Item LLM (cached)",
+        description="Write DATA_DIR's item embeddings to --out; only items whose text the "
+        "cache has not seen are encoded.",
+    )
+    embed.add_argument("data_dir", type=Path, help="what `lite-rec prepare` wrote")
+    embed.add_argument("--out", required=True, type=Path)
+    _add_config_options(embed)
+    embed.set_defaults(run=_embed)
+
+    train = commands.add_parser(
+        "train",
+        help="train the Recommendation LLM and log the run to MLflow",
+        description="Train on DATA_DIR's training sequences with early stopping on validation "
+        "NDCG@10, checkpointing every epoch (rerun the same command to resume after a crash). "
+        "Writes the model to --out and logs an MLflow run with the pyfunc model.",
+    )
+    train.add_argument("data_dir", type=Path, help="what `lite-rec prepare` wrote")
+    train.add_argument("--out", required=True, type=Path, help="model directory")
+    train.add_argument(
+        "--embeddings",
+        type=Path,
+        default=None,
+        help="what `lite-rec embed` wrote (default: encode through the cache)",
+    )
+    train.add_argument(
+        "--tracking-uri",
+        default="",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)",
+    )
+    _add_config_options(train)
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="full-ranking Recall/NDCG@{5,10,20} and MRR of a trained model",
+        description="Rank every catalog item (minus the user's history) for each user.",
+    )
+    evaluate.add_argument("data_dir", type=Path)
+    evaluate.add_argument("model_dir", type=Path)
+    evaluate.add_argument("--split", choices=["test", "valid"], default="test")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    evaluate.add_argument("--tracking-uri", default="")
+    evaluate.add_argument(
+        "--no-mlflow", action="store_true", help="do not log the metrics to the training run"
+    )
+    evaluate.set_defaults(run=_evaluate)
+
+    recommend = commands.add_parser(
+        "recommend",
+        help="top-K raw item ids for a history of raw item ids",
+        description="Unknown ids are ignored with a warning; a history with no known item "
+        "gets the most popular training items.",
+    )
+    recommend.add_argument("model_dir", type=Path)
+    recommend.add_argument("--history", required=True, help="raw item ids, oldest first: A,B,C")
+    recommend.add_argument("--k", type=int, default=10)
+    recommend.set_defaults(run=_recommend)
     return parser
 
 

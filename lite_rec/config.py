@@ -64,6 +64,7 @@ class TrainConfig:
     eval_batch_size: int = 1024
     seed: int = 42
     threads: int = 0  # 0: every core torch sees
+    device: str = "cpu"  # a torch device; resuming is bit-identical on cpu
 
 
 @dataclass

@@ -15,17 +15,21 @@ class InputError(ValueError):
         expected: str,
         *,
         line: int | None = None,
+        row: int | None = None,
         column: str | None = None,
         rows: list | None = None,
     ):
         self.file = str(file) if file is not None else None
         self.line = line
+        self.row = row
         self.column = column
         self.expected = expected
         self.rows = rows or []
         where = self.file or "<input>"
         if line is not None:
             where += f", line {line}"
+        if row is not None:
+            where += f", row {row}"
         if column is not None:
             where += f", column {column!r}"
         message = f"{where}: {expected}"

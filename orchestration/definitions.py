@@ -2,10 +2,12 @@
 
 import dagster as dg
 
-from orchestration.assets import data
+from orchestration.assets import data, model
+from orchestration.resources import MlflowTracking, Workspace
 
 data_assets = [data.raw_tables, data.interactions_5core, data.loo_splits, data.dataset_stats]
 data_checks = [data.raw_items_expectations, data.raw_interactions_expectations]
+model_assets = [model.items_5core, model.item_embeddings, model.rec_model, model.evaluation]
 
 main_job = dg.define_asset_job(
     "main_job",
@@ -14,8 +16,9 @@ main_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=data_assets,
+    assets=data_assets + model_assets,
     asset_checks=data_checks,
     jobs=[main_job],
+    resources={"workspace": Workspace(), "mlflow_tracking": MlflowTracking()},
     executor=dg.in_process_executor,
 )

@@ -1,0 +1,197 @@
+"""The Recommendation LLM and its item projection head.
+
+An item is represented by a projection of its (frozen) Item-LLM text embedding and/or a learned
+ID embedding. A causal transformer reads a user's history of item representations; the hidden
+state at the last real position is the user representation, and the item projection head turns
+it into one score per catalog item in a single step (no generation, no beam search).
+
+Internal item index = item index + 1: index 0 is padding. Histories are right-padded, so with
+causal attention real positions never attend to padding and no attention mask is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lite_rec.config import ModelConfig
+
+ITEM_REPRS = ("text", "id", "text+id")
+
+
+class ItemRepresentation(nn.Module):
+    """One vector per item: projected text embedding, learned ID embedding, or their sum."""
+
+    def __init__(self, config: ModelConfig, n_items: int, text_embeddings: np.ndarray | None):
+        super().__init__()
+        if config.item_repr not in ITEM_REPRS:
+            raise ValueError(
+                f"model.item_repr: expected one of {ITEM_REPRS}, got {config.item_repr!r}"
+            )
+        self.use_text = "text" in config.item_repr
+        self.use_id = "id" in config.item_repr.split("+")
+        if self.use_text:
+            if text_embeddings is None:
+                raise ValueError(f"model.item_repr={config.item_repr!r} needs text embeddings")
+            if text_embeddings.shape[0] != n_items:
+                raise ValueError(
+                    f"text embeddings have {text_embeddings.shape[0]} rows, expected one per "
+                    f"item ({n_items})"
+                )
+            text = torch.as_tensor(np.asarray(text_embeddings, dtype=np.float32))
+            padded = torch.cat([torch.zeros(1, text.shape[1]), text])  # (n_items + 1, d_text)
+            # A buffer, not a parameter: the Item LLM stays frozen, and saving it with the
+            # weights makes a trained model self-contained.
+            self.register_buffer("text", padded)
+            self.text_projection = nn.Linear(text.shape[1], config.hidden_size)
+        if self.use_id:
+            self.id_embedding = nn.Embedding(n_items + 1, config.hidden_size, padding_idx=0)
+            nn.init.normal_(self.id_embedding.weight, std=0.02)
+            with torch.no_grad():
+                self.id_embedding.weight[0].zero_()
+
+    def forward(self) -> torch.Tensor:
+        """The table of all item representations, padding row first. -> (n_items + 1, d)"""
+        table = 0.0
+        if self.use_text:
+            table = table + self.text_projection(self.text)  # (n_items + 1, d)
+        if self.use_id:
+            table = table + self.id_embedding.weight  # (n_items + 1, d)
+        return table
+
+
+def build_backbone(config: ModelConfig) -> nn.Module:
+    """A causal transformer that accepts `inputs_embeds` and adds its own learned positions.
+
+    `backbone="gpt2"` builds a fresh GPT-2 of the configured size; anything else is loaded
+    with `AutoModel.from_pretrained` (a model id or local path), keeping its own width."""
+    from transformers import AutoModel, GPT2Config, GPT2Model
+
+    if config.backbone != "gpt2":
+        return AutoModel.from_pretrained(config.backbone)
+    gpt2_config = GPT2Config(
+        vocab_size=1,  # items enter as inputs_embeds; the token table is unused
+        n_positions=config.max_len,
+        n_embd=config.hidden_size,
+        n_layer=config.num_layers,
+        n_head=config.num_heads,
+        resid_pdrop=config.dropout,
+        embd_pdrop=config.dropout,
+        attn_pdrop=config.dropout,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    return GPT2Model(gpt2_config)
+
+
+def pad_histories(
+    histories: Sequence[np.ndarray], max_len: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad the last `max_len` items of each history as internal indices.
+    -> input_ids (B, T), lengths (B,) with T the longest kept history."""
+    kept = [np.asarray(h, dtype=np.int64)[-max_len:] for h in histories]
+    lengths = np.array([len(h) for h in kept], dtype=np.int64)
+    input_ids = np.zeros((len(kept), max(int(lengths.max(initial=0)), 1)), dtype=np.int64)
+    for row, history in enumerate(kept):
+        input_ids[row, : len(history)] = history + 1
+    return torch.from_numpy(input_ids), torch.from_numpy(lengths)
+
+
+class RecommendationLLM(nn.Module):
+    """Item representations -> causal transformer -> item projection head."""
+
+    def __init__(
+        self, config: ModelConfig, n_items: int, text_embeddings: np.ndarray | None = None
+    ):
+        super().__init__()
+        if config.finetune_item_llm:
+            raise ValueError(
+                "model.finetune_item_llm=true is not supported: the Recommendation LLM receives "
+                "precomputed item text embeddings"
+            )
+        self.config = config
+        self.n_items = n_items
+        self.backbone = build_backbone(config)
+        width = self.backbone.config.hidden_size
+        if width != config.hidden_size:
+            raise ValueError(
+                f"backbone {config.backbone!r} has width {width}, "
+                f"model.hidden_size is {config.hidden_size}"
+            )
+        self.items = ItemRepresentation(config, n_items, text_embeddings)
+        self.head = (
+            nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
+            if config.head_mlp
+            else nn.Identity()
+        )
+        # Tied: score = user . item representation, so the head generalises to items through
+        # their text. Untied: one free output row per item.
+        self.output = None if config.tie_output else nn.Linear(width, n_items)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def text_dim(self) -> int:
+        return self.items.text.shape[1] if self.items.use_text else 0
+
+    def hidden_states(self, input_ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """input_ids (B, T) internal indices, right-padded -> (B, T, d)"""
+        inputs_embeds = table[input_ids]  # (B, T, d)
+        return self.backbone(inputs_embeds=inputs_embeds).last_hidden_state  # (B, T, d)
+
+    def output_weights(self, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-item output vectors (n_items, d) and bias (n_items,) or None."""
+        if self.output is None:
+            return table[1:], None
+        return self.output.weight, self.output.bias
+
+    def forward(self, batch: dict[str, torch.Tensor], num_negatives: int = 0) -> torch.Tensor:
+        """Mean next-item loss over every position with a target.
+
+        batch["input_ids"], batch["target_ids"]: (B, T) internal indices, 0 = no item/target.
+        num_negatives = 0: softmax over the whole catalog; otherwise sampled softmax against
+        that many uniformly drawn items shared across the batch (uniform, so logQ is constant)."""
+        batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
+        table = self.items()  # (n_items + 1, d)
+        hidden = self.hidden_states(batch["input_ids"], table)  # (B, T, d)
+        has_target = batch["target_ids"] > 0  # (B, T)
+        users = self.head(hidden[has_target])  # (N, d)
+        targets = batch["target_ids"][has_target] - 1  # (N,) item indices
+        weights, bias = self.output_weights(table)  # (n_items, d), (n_items,)
+        if num_negatives <= 0:
+            logits = F.linear(users, weights, bias)  # (N, n_items)
+            return F.cross_entropy(logits, targets)
+        negatives = torch.randint(0, self.n_items, (num_negatives,)).to(self.device)  # (K,)
+        positive = (users * weights[targets]).sum(-1, keepdim=True)  # (N, 1)
+        negative = users @ weights[negatives].T  # (N, K)
+        if bias is not None:
+            positive = positive + bias[targets].unsqueeze(1)
+            negative = negative + bias[negatives]
+        # A sampled "negative" that is the target would push the target down: mask it.
+        negative = negative.masked_fill(
+            negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf")
+        )
+        logits = torch.cat([positive, negative], dim=1)  # (N, 1 + K)
+        return F.cross_entropy(logits, torch.zeros_like(targets))
+
+    @torch.no_grad()
+    def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """Scores of every catalog item for each history (item indices, oldest first).
+        -> (B, n_items). Runs in eval mode (no dropout) and restores the previous mode."""
+        was_training = self.training
+        self.eval()
+        input_ids, lengths = pad_histories(histories, self.config.max_len)  # (B, T), (B,)
+        input_ids, lengths = input_ids.to(self.device), lengths.to(self.device)
+        table = self.items()  # (n_items + 1, d)
+        hidden = self.hidden_states(input_ids, table)  # (B, T, d)
+        last = (lengths - 1).clamp(min=0)  # an empty history reads the padding position
+        users = self.head(hidden[torch.arange(len(lengths), device=self.device), last])  # (B, d)
+        weights, bias = self.output_weights(table)
+        self.train(was_training)
+        return F.linear(users, weights, bias)  # (B, n_items)

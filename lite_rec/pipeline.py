@@ -1,0 +1,113 @@
+"""The model half of the pipeline, one function per step: train the Recommendation LLM and
+evaluate it, each tracked in MLflow. The CLI, DVC and Dagster all call these."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import yaml
+
+from lite_rec.config import Config
+from lite_rec.evaluate import evaluate
+from lite_rec.plots import learning_curve, metrics_table
+from lite_rec.sequences import SequenceData
+from lite_rec.serving import write_catalog
+from lite_rec.tracking import Tracking, log_metrics, log_pyfunc
+from lite_rec.train import load_model, train
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "mlflow_run.json"
+
+
+@dataclass
+class TrainedModel:
+    model_dir: Path
+    run_id: str
+    best_epoch: int
+    valid_metrics: dict[str, float]
+    history: list[dict[str, Any]]
+    seconds: float
+    model_uri: str
+
+
+def train_rec_model(
+    data: SequenceData,
+    text_embeddings: np.ndarray | None,
+    config: Config,
+    out_dir: str | Path,
+    tracking: Tracking,
+    progress: bool = True,
+) -> TrainedModel:
+    """Train, write the model directory, and log the run (params, per-epoch metrics,
+    learning curve, validation metrics, the pyfunc model) to MLflow."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tracking.run(name=f"lite-rec {config.model.item_repr}") as run:
+        mlflow.log_params(config.flat())
+        mlflow.log_params({"data.users": len(data.user_ids), "data.items": data.n_items})
+        mlflow.log_text(yaml.safe_dump(config.to_dict()), "config.yaml")
+
+        def log_epoch(row: dict[str, Any]) -> None:
+            metrics = {k: v for k, v in row.items() if k != "epoch"}
+            log_metrics(metrics, step=row["epoch"])
+
+        result = train(
+            data,
+            text_embeddings,
+            config.model,
+            config.train,
+            out_dir,
+            progress=progress,
+            on_epoch_end=log_epoch,
+        )
+        valid = evaluate(result.model, data, "valid", config.train.eval_batch_size)
+        log_metrics(valid, prefix="valid_")
+        mlflow.log_metric("best_epoch", result.best_epoch)
+        write_catalog(data, out_dir)
+        (out_dir / "history.json").write_text(json.dumps(result.history, indent=1))
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
+        mlflow.log_artifact(str(learning_curve(result.history, out_dir / "learning_curve.png")))
+        info = log_pyfunc(out_dir)
+        (out_dir / RUN_FILE).write_text(
+            json.dumps({"run_id": run.info.run_id, "tracking_uri": tracking.resolved_uri})
+        )
+    seconds = sum(row["seconds"] for row in result.history)
+    log.info("model in %s, MLflow run %s (valid %s)", out_dir, run.info.run_id, valid)
+    return TrainedModel(
+        out_dir, run.info.run_id, result.best_epoch, valid, result.history, seconds, info.model_uri
+    )
+
+
+def evaluate_rec_model(
+    data: SequenceData,
+    model_dir: str | Path,
+    split: str = "test",
+    tracking: Tracking | None = None,
+    batch_size: int = 1024,
+) -> dict[str, float]:
+    """Full-ranking metrics of the model in `model_dir` on `split`; with `tracking`, logged to
+    the run that trained it, with a metric-table image."""
+    model_dir = Path(model_dir)
+    model = load_model(model_dir)
+    catalog = json.loads((model_dir / "catalog.json").read_text())
+    if list(catalog["item_ids"]) != [str(i) for i in data.item_ids]:
+        raise ValueError(
+            f"{model_dir} was trained on another item catalog than this data "
+            f"({len(catalog['item_ids'])} vs {data.n_items} items)"
+        )
+    metrics = evaluate(model, data, split, batch_size)
+    run_file = model_dir / RUN_FILE
+    if tracking is not None and run_file.exists():
+        run_id = json.loads(run_file.read_text())["run_id"]
+        with tracking.run(run_id=run_id):
+            log_metrics(metrics, prefix=f"{split}_")
+            table = metrics_table({split: metrics}, model_dir / f"{split}_metrics.png", split)
+            mlflow.log_artifact(str(table))
+    return metrics

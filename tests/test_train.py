@@ -1,0 +1,172 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lite_rec.config import ModelConfig, TrainConfig
+from lite_rec.evaluate import evaluate, recommend
+from lite_rec.sequences import SequenceData
+from lite_rec.train import load_model, train, traversal_windows
+
+
+def cyclic_data(n_items: int = 20, n_users: int = 60) -> SequenceData:
+    """User u walks the item cycle from item u % n_items: the next item is always knowable."""
+    sequences = [(u % n_items + np.arange(6 + u % 5)) % n_items for u in range(n_users)]
+    item_ids = np.array([f"i{i}" for i in range(n_items)], dtype=object)
+    return SequenceData(
+        item_ids=item_ids,
+        user_ids=np.array([f"u{u}" for u in range(n_users)], dtype=object),
+        sequences=[s.astype(np.int64) for s in sequences],
+        items=pd.DataFrame({"item_id": item_ids}),
+    )
+
+
+def text_embeddings(n_items: int = 20) -> np.ndarray:
+    return np.random.default_rng(1).normal(size=(n_items, 5)).astype(np.float32)
+
+
+def small_configs(**train_overrides) -> tuple[ModelConfig, TrainConfig]:
+    model = ModelConfig(hidden_size=16, num_layers=1, num_heads=2, dropout=0.1, max_len=6)
+    values = dict(epochs=3, batch_size=16, lr=1e-2, warmup_steps=2, patience=100, seed=3)
+    return model, TrainConfig(**{**values, **train_overrides})
+
+
+def test_training_learns_cyclic_sequences(tmp_path):
+    data = cyclic_data()
+    model_config, train_config = small_configs(epochs=25)
+    untrained = train(
+        data, text_embeddings(), model_config, small_configs(epochs=0)[1], tmp_path / "u"
+    )
+    trained = train(
+        data, text_embeddings(), model_config, train_config, tmp_path / "t", progress=False
+    )
+    assert evaluate(untrained.model, data, "test")["recall@5"] < 0.6
+    metrics = evaluate(trained.model, data, "test")
+    assert metrics["recall@5"] > 0.9, metrics
+    assert len(trained.history) == 25
+    assert {"epoch", "loss", "valid_ndcg@10", "seconds"} <= set(trained.history[0])
+
+
+def test_resume_after_crash_gives_identical_weights(tmp_path):
+    data = cyclic_data()
+    model_config, train_config = small_configs(epochs=4, loss="sampled", num_negatives=5)
+    straight = train(
+        data, text_embeddings(), model_config, train_config, tmp_path / "a", progress=False
+    )
+
+    def crash_after_epoch_2(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            data,
+            text_embeddings(),
+            model_config,
+            train_config,
+            tmp_path / "b",
+            progress=False,
+            on_epoch_end=crash_after_epoch_2,
+        )
+    resumed = train(
+        data, text_embeddings(), model_config, train_config, tmp_path / "b", progress=False
+    )
+
+    assert straight.best_epoch == resumed.best_epoch
+    expected, actual = straight.model.state_dict(), resumed.model.state_dict()
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    last_a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
+    last_b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(straight.history) == strip(resumed.history)
+
+
+def test_resume_refuses_another_config(tmp_path):
+    data = cyclic_data()
+    model_config, train_config = small_configs(epochs=1)
+    train(
+        data,
+        None,
+        ModelConfig(**{**model_config.__dict__, "item_repr": "id"}),
+        train_config,
+        tmp_path,
+        progress=False,
+    )
+    with pytest.raises(ValueError, match="lr"):
+        train(
+            data,
+            None,
+            ModelConfig(**{**model_config.__dict__, "item_repr": "id"}),
+            TrainConfig(**{**train_config.__dict__, "lr": 0.5}),
+            tmp_path,
+            progress=False,
+        )
+
+
+@pytest.mark.parametrize("item_repr", ["text", "id", "text+id"])
+@pytest.mark.parametrize("strategy,loss", [("traversal", "ce"), ("sampling", "sampled")])
+def test_strategies_losses_and_item_representations_run(tmp_path, item_repr, strategy, loss):
+    data = cyclic_data()
+    model_config, train_config = small_configs(
+        epochs=2, strategy=strategy, loss=loss, num_negatives=4
+    )
+    model_config.item_repr = item_repr
+    result = train(data, text_embeddings(), model_config, train_config, tmp_path, progress=False)
+    assert np.isfinite([row["loss"] for row in result.history]).all()
+    reloaded = load_model(tmp_path)
+    histories, _ = data.histories_and_targets("test")
+    torch.testing.assert_close(reloaded.score(histories[:5]), result.model.score(histories[:5]))
+
+
+def test_early_stopping_keeps_best_epoch(tmp_path):
+    data = cyclic_data()
+    model_config, train_config = small_configs(epochs=30, patience=1, lr=0.05)
+    result = train(
+        data,
+        None,
+        ModelConfig(**{**model_config.__dict__, "item_repr": "id"}),
+        train_config,
+        tmp_path,
+        progress=False,
+    )
+    scores = [row["valid_ndcg@10"] for row in result.history]
+    assert len(scores) < 30
+    assert result.best_epoch == int(np.argmax(scores)) + 1
+    assert evaluate(result.model, data, "valid")["ndcg@10"] == pytest.approx(max(scores))
+
+
+def test_evaluate_does_not_depend_on_batch_size_or_user_order(tmp_path):
+    data = cyclic_data()
+    model_config, train_config = small_configs(epochs=2)
+    model = train(
+        data, text_embeddings(), model_config, train_config, tmp_path, progress=False
+    ).model
+    reference = evaluate(model, data, "test", batch_size=1000)
+    assert evaluate(model, data, "test", batch_size=7) == reference
+    order = np.random.default_rng(0).permutation(len(data.sequences))
+    shuffled = SequenceData(
+        data.item_ids, data.user_ids[order], [data.sequences[u] for u in order], data.items
+    )
+    assert evaluate(model, shuffled, "test", batch_size=16) == reference
+
+
+def test_traversal_windows_cover_every_target_once():
+    windows = traversal_windows([np.arange(12), np.arange(2)], max_len=5)
+    targets = sorted(int(t) for w in windows for t in w[1:][w[1:] > 0])
+    assert targets == sorted(list(range(2, 13)) + [2])  # internal indices = item + 1
+
+
+def test_recommend_excludes_history_and_sorts(tmp_path):
+    data = cyclic_data()
+    model_config, train_config = small_configs(epochs=2)
+    model = train(
+        data, text_embeddings(), model_config, train_config, tmp_path, progress=False
+    ).model
+    indices, scores = recommend(model, [3, 4, 5], k=5)
+    assert indices.shape == (5,) and not set(indices.tolist()) & {3, 4, 5}
+    assert (np.diff(scores) <= 0).all()
+    batch_indices, _ = recommend(model, [np.array([3, 4, 5]), np.array([1])], k=5)
+    assert batch_indices.shape == (2, 5) and (batch_indices[0] == indices).all()
+    assert 4 in recommend(model, [3, 4, 5], k=20, exclude_history=False)[0]
