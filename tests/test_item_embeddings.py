@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-from transformers import BertConfig, BertModel, PreTrainedTokenizerFast, T5Config, T5Model
+from transformers import PreTrainedTokenizerFast, T5Config, T5Model
 
 from lite_rec.config import ItemLLMConfig
 from lite_rec.item_embeddings import (
@@ -21,44 +20,6 @@ from lite_rec.item_embeddings import (
     resolve_model,
     write_item_embeddings,
 )
-
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
-WORDS = "toy story jumanji heat sabrina casino title genres comedy drama adventure : ; , ( )"
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A random 2-layer BERT and a word-level tokenizer saved like a hub model."""
-    directory = tmp_path_factory.mktemp("tiny-bert")
-    words = SPECIALS + WORDS.split() + [str(digit) for digit in range(10)]
-    vocab = {word: index for index, word in enumerate(words)}
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.Lowercase()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)]
-    )
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-    ).save_pretrained(directory)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=64,
-        pad_token_id=0,
-    )
-    BertModel(config).save_pretrained(directory)
-    return str(directory)
 
 
 @pytest.fixture

@@ -1,0 +1,110 @@
+"""The model half end to end on a tiny dataset: CLI, MLflow run and pyfunc, Dagster job."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import pandas as pd
+import pytest
+
+from lite_rec.cli import main
+from orchestration.definitions import data_assets, data_checks, model_assets
+from orchestration.resources import MlflowTracking, Workspace
+from tests.conftest import write_movielens
+
+
+def tiny_settings(tiny_model: str) -> list[str]:
+    return [
+        f"item_llm.model={tiny_model}",
+        "model.hidden_size=16",
+        "model.num_heads=2",
+        "train.epochs=2",
+        "train.batch_size=16",
+        "train.warmup_steps=1",
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> dict:
+    root = tmp_path_factory.mktemp("pipeline")
+    source = write_movielens(root / "raw", users=10, items=8)
+    data_dir, model_dir = root / "data", root / "model"
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    assert main(["prepare", "--source", str(source), "--out", str(data_dir)]) == 0
+    overrides = [arg for s in tiny_settings(tiny_model) for arg in ("--set", s)]
+    common = ["--cache", str(root / "cache"), *overrides]
+    assert main(["embed", str(data_dir), "--out", str(root / "emb"), *common]) == 0
+    train_args = ["train", str(data_dir), "--out", str(model_dir), "--tracking-uri", uri]
+    assert main([*train_args, "--embeddings", str(root / "emb"), *common]) == 0
+    return {"root": root, "data": data_dir, "model": model_dir, "uri": uri}
+
+
+def test_train_writes_a_model_and_an_mlflow_run(trained: dict) -> None:
+    model_dir = trained["model"]
+    assert {"model.pt", "model_config.json", "catalog.json", "learning_curve.png"} <= {
+        p.name for p in model_dir.iterdir()
+    }
+    run_id = json.loads((model_dir / "mlflow_run.json").read_text())["run_id"]
+    run = mlflow.MlflowClient(trained["uri"]).get_run(run_id)
+    assert run.data.params["model.hidden_size"] == "16"
+    assert "valid_ndcg_at_10" in run.data.metrics and "loss" in run.data.metrics
+    history = mlflow.MlflowClient(trained["uri"]).get_metric_history(run_id, "loss")
+    assert [m.step for m in history] == [1, 2]
+
+
+def test_evaluate_prints_json_and_logs_test_metrics(trained: dict, capsys) -> None:
+    args = ["evaluate", str(trained["data"]), str(trained["model"]), "--json"]
+    assert main([*args, "--tracking-uri", trained["uri"]]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert set(metrics) == {f"{m}@{k}" for m in ("recall", "ndcg") for k in (5, 10, 20)} | {"mrr"}
+    assert 0 <= metrics["ndcg@10"] <= metrics["recall@10"] <= metrics["recall@20"] == 1.0
+    run_id = json.loads((trained["model"] / "mlflow_run.json").read_text())["run_id"]
+    logged = mlflow.MlflowClient(trained["uri"]).get_run(run_id).data.metrics
+    assert logged["test_recall_at_10"] == pytest.approx(metrics["recall@10"])
+
+
+def test_pyfunc_from_mlflow_returns_raw_ids(trained: dict) -> None:
+    mlflow.set_tracking_uri(trained["uri"])
+    run_id = json.loads((trained["model"] / "mlflow_run.json").read_text())["run_id"]
+    model_id = mlflow.MlflowClient(trained["uri"]).get_run(run_id).outputs.model_outputs[0].model_id
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{model_id}")
+    answer = pyfunc.predict(
+        pd.DataFrame({"history": [["1", "2", "3"], ["4", "nope"]], "k": [3, 2]})
+    )
+    assert [len(ids) for ids in answer["item_ids"]] == [3, 2]
+    catalog = {str(i) for i in range(1, 9)}
+    assert set(answer["item_ids"][0]) <= catalog - {"1", "2", "3"}
+    assert answer["scores"][0] == sorted(answer["scores"][0], reverse=True)
+    with pytest.raises(Exception, match="history"):
+        pyfunc.predict(pd.DataFrame({"items": [["1"]]}))
+
+
+def test_recommend_cli_prints_raw_ids(trained: dict, capsys) -> None:
+    assert main(["recommend", str(trained["model"]), "--history", "1,2,3", "--k", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and all(line.split("\t")[0] in set("45678") for line in lines)
+
+
+def test_main_job_assets_run_end_to_end(tmp_path: Path, tiny_model: str) -> None:
+    source = write_movielens(tmp_path / "raw", users=9, items=7)
+    overrides = {"config": {"overrides": tiny_settings(tiny_model)}}
+    result = dg.materialize(
+        data_assets + data_checks + model_assets,
+        resources={
+            "workspace": Workspace(root=str(tmp_path)),
+            "mlflow_tracking": MlflowTracking(uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
+        },
+        run_config={
+            "ops": {
+                "raw_tables": {"config": {"source": str(source)}},
+                "item_embeddings": overrides,
+                "rec_model": overrides,
+            }
+        },
+    )
+    assert result.success
+    metrics = result.output_for_node("evaluation")
+    assert 0.0 <= metrics["ndcg@10"] <= metrics["recall@10"] <= 1.0
+    trained = result.output_for_node("rec_model")
+    assert (trained.model_dir / "model.pt").exists() and trained.best_epoch in (1, 2)
