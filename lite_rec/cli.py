@@ -21,6 +21,13 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch(args: argparse.Namespace) -> int:
+    from lite_rec.ingest import fetch
+
+    print(fetch(args.name, args.dest))
+    return 0
+
+
 def _config(args: argparse.Namespace):
     from lite_rec.config import load_config
 
@@ -107,11 +114,61 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _recommend(args: argparse.Namespace) -> int:
     from lite_rec.serving import Recommender
 
-    recommender = Recommender.load(args.model_dir)
+    if (args.model_dir is None) == (args.model is None):
+        raise ValueError("give either MODEL_DIR or --model NAME@ALIAS, not both or neither")
+    if args.model:
+        import mlflow
+
+        from lite_rec.tracking import Tracking
+
+        mlflow.set_tracking_uri(Tracking(args.tracking_uri).resolved_uri)
+        model_uri = f"models:/{args.model}"
+        recommender = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().recommender
+    else:
+        recommender = Recommender.load(args.model_dir)
     history = [item.strip() for item in args.history.split(",") if item.strip()]
     for item, score in recommender.recommend([history], args.k)[0]:
         print(f"{item}\t{score:.4f}")
     return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from lite_rec.registry import promote
+    from lite_rec.tracking import Tracking
+
+    promote(args.model, args.version, Tracking(args.tracking_uri), args.reason)
+    print(f"{args.model} version {args.version} is champion")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from lite_rec.registry import rollback
+    from lite_rec.tracking import Tracking
+
+    version = rollback(args.model, Tracking(args.tracking_uri), args.reason)
+    print(f"{args.model} version {version} is champion again")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from lite_rec.bench import MODELS, generative_config, run_bench
+    from lite_rec.tracking import Tracking
+
+    config = _config(args)
+    results = run_bench(
+        [name.strip() for name in args.datasets.split(",") if name.strip()],
+        [name.strip() for name in args.models.split(",") if name.strip()] or list(MODELS),
+        args.out,
+        config,
+        generative_config(config, args.generative_epochs),
+        work_dir=args.work_dir,
+        cache_dir=args.cache,
+        tracking=None if args.no_mlflow else Tracking(args.tracking_uri),
+        quick=args.quick,
+        command="lite-rec " + " ".join(sys.argv[1:]),
+    )
+    print((args.out / "results.md").read_text())
+    return 0 if results["datasets"] else 2
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -163,6 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prepare.add_argument("--k-core", type=int, default=5, help="minimum interactions (5)")
     prepare.set_defaults(run=_prepare)
+
+    from lite_rec.ingest.download import SOURCES
+
+    fetch = commands.add_parser(
+        "fetch",
+        help="download an official dataset (resumable, sha256-checked) unless already present",
+        description="Download NAME into DEST/NAME. Files already there are used as they are; "
+        "offline, the error says which URL to fetch by hand and where to put it.",
+    )
+    fetch.add_argument("name", choices=sorted(SOURCES))
+    fetch.add_argument("--dest", type=Path, default=Path("data/raw"))
+    fetch.set_defaults(run=_fetch)
 
     embed = commands.add_parser(
         "embed",
@@ -220,10 +289,55 @@ def build_parser() -> argparse.ArgumentParser:
         description="Unknown ids are ignored with a warning; a history with no known item "
         "gets the most popular training items.",
     )
-    recommend.add_argument("model_dir", type=Path)
+    recommend.add_argument("model_dir", type=Path, nargs="?", help="a `lite-rec train` output")
+    recommend.add_argument(
+        "--model", default=None, help="a registered model instead: NAME@ALIAS or NAME/VERSION"
+    )
     recommend.add_argument("--history", required=True, help="raw item ids, oldest first: A,B,C")
     recommend.add_argument("--k", type=int, default=10)
+    recommend.add_argument("--tracking-uri", default="")
     recommend.set_defaults(run=_recommend)
+
+    for command, text in (
+        ("promote", "make a registered model version the champion, by hand"),
+        ("rollback", "give the champion alias back to the previous champion"),
+    ):
+        sub = commands.add_parser(command, help=text, description=text + " (recorded as tags).")
+        sub.add_argument("--model", required=True, help="registered model name")
+        if command == "promote":
+            sub.add_argument("--version", required=True, type=int)
+        sub.add_argument("--reason", default="", help="why, recorded on the version")
+        sub.add_argument("--tracking-uri", default="")
+        sub.set_defaults(run=_promote if command == "promote" else _rollback)
+    bench = commands.add_parser(
+        "bench",
+        help="every model and ablation on the same splits: accuracy, speed, memory",
+        description="Train and test every model on each dataset with the same splits, seeds and "
+        "metrics; write results.json, results.md and PNG plots to --out and log them to MLflow.",
+    )
+    bench.add_argument(
+        "--datasets",
+        default="ml-latest-small",
+        help="comma-separated names (under data/raw or ../shared/datasets) or paths "
+        "(default: ml-latest-small)",
+    )
+    bench.add_argument(
+        "--models",
+        default="",
+        help="comma-separated model names (default: all; see lite_rec.bench.MODELS)",
+    )
+    bench.add_argument("--out", type=Path, default=Path("bench/results"))
+    bench.add_argument(
+        "--work-dir", type=Path, default=Path("cache/bench"), help="prepared data and models"
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="2 epochs per model (generative: 1): a smoke run"
+    )
+    bench.add_argument("--generative-epochs", type=int, default=30)
+    bench.add_argument("--tracking-uri", default="")
+    bench.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    _add_config_options(bench)
+    bench.set_defaults(run=_bench)
     return parser
 
 
@@ -236,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     try:
         return args.run(args)
-    except (InputError, FileNotFoundError, ValueError) as error:
+    except (InputError, OSError, ValueError) as error:
         print(f"lite-rec {args.command}: error: {error}", file=sys.stderr)
         return 2
 

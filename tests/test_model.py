@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from lite_rec.config import ModelConfig
-from lite_rec.model import RecommendationLLM, pad_histories
+from lite_rec.model import LinearCrossEntropy, RecommendationLLM, pad_histories
 
 N_ITEMS, TEXT_DIM = 13, 6
 
@@ -113,3 +113,22 @@ def test_bad_configs_are_named():
         RecommendationLLM(ModelConfig(item_repr="text"), N_ITEMS, None)
     with pytest.raises(ValueError, match="item_repr"):
         RecommendationLLM(ModelConfig(item_repr="title"), N_ITEMS, None)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_fused_linear_cross_entropy_matches_autograd_reference(with_bias, monkeypatch):
+    monkeypatch.setattr("lite_rec.model.CHUNK_LOGITS", 3 * 50)  # several chunks of 3 rows
+    generator = torch.Generator().manual_seed(0)
+    users = torch.randn(10, 4, generator=generator, requires_grad=True)
+    weights = torch.randn(50, 4, generator=generator, requires_grad=True)
+    bias = torch.randn(50, generator=generator, requires_grad=True) if with_bias else None
+    targets = torch.randint(0, 50, (10,), generator=generator)
+    fused = LinearCrossEntropy.apply(users, weights, bias, targets)
+    fused_grads = torch.autograd.grad(fused, [users, weights] + ([bias] if with_bias else []))
+    reference = F.cross_entropy(F.linear(users, weights, bias), targets)
+    reference_grads = torch.autograd.grad(
+        reference, [users, weights] + ([bias] if with_bias else [])
+    )
+    torch.testing.assert_close(fused, reference)
+    for got, expected in zip(fused_grads, reference_grads, strict=True):
+        torch.testing.assert_close(got, expected)

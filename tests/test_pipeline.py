@@ -76,6 +76,8 @@ def test_pyfunc_from_mlflow_returns_raw_ids(trained: dict) -> None:
     catalog = {str(i) for i in range(1, 9)}
     assert set(answer["item_ids"][0]) <= catalog - {"1", "2", "3"}
     assert answer["scores"][0] == sorted(answer["scores"][0], reverse=True)
+    without_k = pyfunc.predict(pd.DataFrame({"history": [["1", "2"]]}))
+    assert len(without_k["item_ids"][0]) == 6  # default k = 10, capped by the 6 unseen items
     with pytest.raises(Exception, match="history"):
         pyfunc.predict(pd.DataFrame({"items": [["1"]]}))
 

@@ -1,0 +1,257 @@
+"""The MLflow model registry: one registered model per dataset, a gate that promotes a new
+version to `champion` only when it beats the current one on the same validation data, and
+manual promotion and rollback for people.
+
+Aliases: `challenger` always marks the newest registered version (it also carries `champion`
+when the gate promoted it); `champion` is what `models:/NAME@champion` serves. The order in
+which versions became champion is kept in the registered model's `champion_history` tag, which
+`rollback` walks back.
+
+Promotion is atomic for local stores (sqlite or file URIs): an exclusive file lock beside the
+store serialises register-compare-promote across threads and processes, and the champion is
+re-read inside the lock. For a remote tracking server the lock is per process only; run the
+retrain job with a concurrency limit of one (see docker/dagster.yaml) so retrains never race.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import hashlib
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.exceptions import MlflowException
+
+from lite_rec.metrics import exclude_history_, ranking_metrics, target_ranks
+from lite_rec.pipeline import TrainedModel
+from lite_rec.sequences import SequenceData
+from lite_rec.tracking import Tracking, metric_name
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+HISTORY_TAG = "champion_history"
+FINGERPRINT_TAG = "eval_fingerprint"
+MISS_RANK = 10**9  # the rank of a target the model cannot recommend: outside every top-k
+_process_lock = threading.Lock()
+
+
+@dataclass
+class GatePolicy:
+    """Promote when `metric` (a logged validation metric) beats the champion's by more than
+    `min_margin`."""
+
+    metric: str = "valid_ndcg_at_10"
+    min_margin: float = 0.0
+
+
+@dataclass
+class GateDecision:
+    name: str
+    version: int
+    promoted: bool
+    reason: str
+    metric: str
+    challenger_value: float
+    champion_version: int | None  # the champion compared against (None: there was none)
+    champion_value: float | None
+
+
+def registered_model_name(dataset: str) -> str:
+    """`lite_rec_<dataset>`, e.g. `lite_rec_ml-latest-small`."""
+    return "lite_rec_" + re.sub(r"[^A-Za-z0-9_-]+", "_", dataset).strip("_")
+
+
+def evaluation_fingerprint(data: SequenceData) -> str:
+    """A hash of the validation split in raw ids: equal fingerprints mean equal metrics."""
+    histories, targets = data.histories_and_targets("valid")
+    raw = data.item_ids
+    payload = [[raw[h].tolist() for h in histories], raw[targets].tolist(), list(raw)]
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
+
+
+def validation_metrics(model_uri: str, data: SequenceData) -> dict[str, float]:
+    """Validation metrics of any registered model on `data`, through raw ids, so a model
+    trained on another catalog is judged on the same users and targets: history items it does
+    not know are dropped, and a target it does not know is a miss."""
+    recommender = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().recommender
+    model, index_of = recommender.model, recommender.index_of
+    histories, targets = data.histories_and_targets("valid")
+    raw = data.item_ids
+    histories = [np.array([index_of[i] for i in raw[h] if i in index_of]) for h in histories]
+    targets = np.array([index_of.get(item, -1) for item in raw[targets]], dtype=np.int64)
+    ranks = np.full(len(targets), MISS_RANK, dtype=np.int64)
+    known = np.flatnonzero(targets >= 0)
+    for start in range(0, len(known), 1024):
+        users = known[start : start + 1024]
+        batch = [histories[u].astype(np.int64) for u in users]
+        with torch.no_grad():
+            scores = model.score(batch)  # (B, n_items)
+            exclude_history_(scores, batch, keep=torch.from_numpy(targets[users]))
+            ranks[users] = target_ranks(scores, torch.from_numpy(targets[users])).cpu().numpy()
+    return {metric_name(f"valid_{k}"): v for k, v in ranking_metrics(ranks).items()}
+
+
+@contextmanager
+def registry_lock(tracking: Tracking, name: str) -> Iterator[None]:
+    """Exclusive across processes for local stores; per process for remote ones."""
+    uri = tracking.resolved_uri
+    store = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+    if uri.startswith("file:"):
+        store = uri.removeprefix("file://").removeprefix("file:")
+    with _process_lock:
+        if store is None:
+            yield
+            return
+        lock_file = Path(store).resolve().parent / f".registry-{name}.lock"
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_file, "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def champion_version(client: mlflow.MlflowClient, name: str) -> int | None:
+    try:
+        return int(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def _require(client: mlflow.MlflowClient, name: str, version: int | None = None) -> None:
+    """A person's typo gets one line naming what is missing, not an MLflow traceback."""
+    try:
+        if version is None:
+            client.get_registered_model(name)
+        else:
+            client.get_model_version(name, version)
+    except MlflowException as error:
+        what = name if version is None else f"{name} version {version}"
+        raise ValueError(f"{what} is not in the registry at {client.tracking_uri}") from error
+
+
+def _history(client: mlflow.MlflowClient, name: str) -> list[int]:
+    tags = client.get_registered_model(name).tags
+    return [int(v) for v in tags.get(HISTORY_TAG, "").split(",") if v]
+
+
+def _set_champion(client: mlflow.MlflowClient, name: str, version: int, why: str) -> None:
+    """Move the alias and append to the history; the caller holds the registry lock."""
+    client.set_registered_model_alias(name, CHAMPION, version)
+    history = _history(client, name) + [version]
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(map(str, history)))
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    client.set_model_version_tag(name, version, "champion_since", stamp)
+    client.set_model_version_tag(name, version, "champion_reason", why)
+    log.info("%s version %d is champion: %s", name, version, why)
+
+
+def _champion_value(
+    client: mlflow.MlflowClient, name: str, version: int, data: SequenceData, metric: str
+) -> float:
+    """The champion's metric on this evaluation data: its stored value when it was evaluated
+    on the same data, else re-evaluated now (and stored for the next comparison)."""
+    fingerprint = evaluation_fingerprint(data)
+    tags = client.get_model_version(name, version).tags
+    key = f"{metric}_on_{fingerprint}"
+    if tags.get(FINGERPRINT_TAG) == fingerprint and metric in tags:
+        return float(tags[metric])
+    if key in tags:
+        return float(tags[key])
+    value = validation_metrics(f"models:/{name}/{version}", data)[metric]
+    client.set_model_version_tag(name, version, key, repr(value))
+    return value
+
+
+def register_and_gate(
+    trained: TrainedModel,
+    data: SequenceData,
+    name: str,
+    tracking: Tracking,
+    policy: GatePolicy | None = None,
+) -> GateDecision:
+    """Register `trained` as a new version of `name` (alias `challenger`) and promote it to
+    `champion` when it beats the current champion by more than the margin on `data`'s
+    validation split. The decision and both numbers become tags of the new version."""
+    policy = policy or GatePolicy()
+    metrics = {metric_name(f"valid_{k}"): v for k, v in trained.valid_metrics.items()}
+    if policy.metric not in metrics:
+        raise ValueError(f"gate metric {policy.metric!r}: expected one of {sorted(metrics)}")
+    value = metrics[policy.metric]
+    tracking.activate()
+    client = tracking.client()
+    with registry_lock(tracking, name):
+        version = int(mlflow.register_model(trained.model_uri, name).version)
+        tags = {**{k: repr(v) for k, v in metrics.items()}, "run_id": trained.run_id}
+        for key, tag in {**tags, FINGERPRINT_TAG: evaluation_fingerprint(data)}.items():
+            client.set_model_version_tag(name, version, key, tag)
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        current = champion_version(client, name)
+        best = None
+        if current is not None:
+            best = _champion_value(client, name, current, data, policy.metric)
+        if best is None:
+            promoted, reason = True, "first model: no champion yet"
+        elif value > best + policy.min_margin:
+            promoted, reason = True, f"{value:.4f} > {best:.4f} + margin {policy.min_margin}"
+        else:
+            promoted, reason = False, f"{value:.4f} <= {best:.4f} + margin {policy.min_margin}"
+        decision = GateDecision(
+            name, version, promoted, reason, policy.metric, value, current, best
+        )
+        gate_tags = {
+            "gate_decision": "promoted" if promoted else "rejected",
+            "gate_reason": reason,
+            "gate_metric": policy.metric,
+            "gate_challenger_value": repr(value),
+            "gate_champion_version": "" if current is None else str(current),
+            "gate_champion_value": "" if best is None else repr(best),
+        }
+        for key, tag in gate_tags.items():
+            client.set_model_version_tag(name, version, key, tag)
+        if promoted:
+            _set_champion(client, name, version, f"gate: {reason}")
+    return decision
+
+
+def promote(
+    name: str, version: int, tracking: Tracking, reason: str, user: str | None = None
+) -> None:
+    """Make `version` the champion by hand, recording who and why."""
+    client = tracking.client()
+    _require(client, name, version)
+    with registry_lock(tracking, name):
+        user = user or getpass.getuser()
+        client.set_model_version_tag(name, version, "promoted_by", user)
+        _set_champion(client, name, version, f"manual by {user}: {reason}")
+
+
+def rollback(name: str, tracking: Tracking, reason: str = "", user: str | None = None) -> int:
+    """Give `champion` back to the version that held it before the current one; returns it."""
+    client = tracking.client()
+    _require(client, name)
+    with registry_lock(tracking, name):
+        history = _history(client, name)
+        if len(history) < 2:
+            raise ValueError(f"{name}: no previous champion to roll back to (history {history})")
+        current, previous = history[-1], history[-2]
+        user = user or getpass.getuser()
+        client.set_registered_model_alias(name, CHAMPION, previous)
+        client.set_registered_model_tag(name, HISTORY_TAG, ",".join(map(str, history[:-1])))
+        client.set_model_version_tag(name, current, "rolled_back_by", f"{user}: {reason}")
+        log.info("%s: champion rolled back from version %d to %d", name, current, previous)
+    return previous

@@ -1,0 +1,55 @@
+"""The registry asset: register the trained model and let the gate decide on `champion`."""
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from lite_rec import pipeline, registry
+from lite_rec.sequences import sequences_from_frames
+from orchestration.resources import MlflowTracking
+
+
+class RegistrySettings(dg.Config):
+    """Empty `model_name` means `lite_rec_<dataset directory>`; the gate promotes when
+    `metric` beats the champion's by more than `min_margin` on the same validation data."""
+
+    model_name: str = ""
+    metric: str = registry.GatePolicy.metric
+    min_margin: float = registry.GatePolicy.min_margin
+
+
+@dg.asset(group_name="model", deps=["evaluation"])
+def registered_model(
+    context: dg.AssetExecutionContext,
+    config: RegistrySettings,
+    mlflow_tracking: MlflowTracking,
+    raw_items: pd.DataFrame,
+    items_5core: pd.DataFrame,
+    loo_splits: pd.DataFrame,
+    rec_model: pipeline.TrainedModel,
+) -> dg.Output:
+    """A new version of the dataset's registered model, promoted to champion only if it wins."""
+    dataset = Path(raw_items.attrs.get("source_file", "dataset")).parent.name
+    name = config.model_name or registry.registered_model_name(dataset)
+    decision = registry.register_and_gate(
+        rec_model,
+        sequences_from_frames(items_5core, loo_splits),
+        name,
+        mlflow_tracking.tracking(),
+        registry.GatePolicy(config.metric, config.min_margin),
+    )
+    context.log.info("%s version %d: %s", name, decision.version, decision.reason)
+    metadata = {
+        "registered model": name,
+        "version": decision.version,
+        "decision": "promoted" if decision.promoted else "rejected",
+        "reason": decision.reason,
+        "metric": decision.metric,
+        "challenger value": decision.challenger_value,
+        "model uri": f"models:/{name}/{decision.version}",
+    }
+    if decision.champion_version is not None:
+        metadata["champion version"] = decision.champion_version
+        metadata["champion value"] = decision.champion_value
+    return dg.Output(decision, metadata=metadata)

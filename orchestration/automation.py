@@ -1,0 +1,86 @@
+"""Keeping the model current: the retrain job, a nightly schedule, and a sensor that requests a
+retrain when the raw catalog (items or interactions) changes."""
+
+import hashlib
+from pathlib import Path
+
+import dagster as dg
+
+from lite_rec.config import load_config, project_path
+from lite_rec.ingest import FORMATS
+
+DEFAULT_CRON = "0 2 * * *"
+# Runs with this tag share one slot in docker/dagster.yaml's run queue: retrains never race.
+RETRAIN_TAGS = {"lite_rec/retrain": "true"}
+
+retrain_job = dg.define_asset_job(
+    "retrain_job",
+    selection=dg.AssetSelection.all(),
+    tags=RETRAIN_TAGS,
+    description="Ingest, validate, filter, split, embed, train, evaluate, register and gate.",
+)
+
+
+def raw_dataset_files(source: str | Path, format: str = "auto") -> list[Path]:
+    """The item and interaction files of a dataset directory, as the readers find them."""
+    directory = project_path(source)
+    directory = directory if directory.is_dir() else directory.parent
+    formats = FORMATS.values() if format == "auto" else [FORMATS[format]]
+    patterns = {pattern for spec in formats for pattern in spec.items + spec.interactions}
+    return sorted({path for pattern in patterns for path in directory.glob(pattern)})
+
+
+def catalog_digest(source: str | Path, format: str = "auto") -> str:
+    """sha256 over the names and contents of the raw item and interaction files."""
+    digest = hashlib.sha256()
+    for path in raw_dataset_files(source, format):
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def retrain_schedule(cron: str = DEFAULT_CRON, timezone: str = "UTC") -> dg.ScheduleDefinition:
+    """Retrain on a cron (default nightly at 02:00 UTC); runs whenever the daemon runs."""
+    return dg.ScheduleDefinition(
+        name="nightly_retrain",
+        job=retrain_job,
+        cron_schedule=cron,
+        execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Retrain, evaluate and gate the model on cron {cron!r} ({timezone}).",
+    )
+
+
+def catalog_change_sensor(
+    source: str | None = None, format: str | None = None, interval_seconds: int = 60
+) -> dg.SensorDefinition:
+    """Request a retrain when the raw files' digest differs from the cursor (the digest of
+    the last catalog seen). The first evaluation only records the digest: training the
+    current catalog is the schedule's or `main_job`'s work."""
+    defaults = load_config().data
+    source, format = source or defaults.source, format or defaults.format
+    run_config = {"ops": {"raw_tables": {"config": {"source": str(source), "format": format}}}}
+
+    @dg.sensor(
+        name="catalog_changed",
+        job=retrain_job,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Retrain when the item or interaction files under {source} change.",
+    )
+    def catalog_changed(context: dg.SensorEvaluationContext):
+        files = raw_dataset_files(source, format)
+        if not files:
+            return dg.SkipReason(f"no item or interaction files under {project_path(source)}")
+        digest = catalog_digest(source, format)
+        if context.cursor == digest:
+            return dg.SkipReason(f"catalog unchanged ({digest[:12]})")
+        first_look = context.cursor is None
+        context.update_cursor(digest)
+        if first_look:
+            return dg.SkipReason(f"first look at the catalog: recorded {digest[:12]}")
+        return dg.RunRequest(run_key=digest, run_config=run_config, tags=RETRAIN_TAGS)
+
+    return catalog_changed

@@ -1,0 +1,84 @@
+"""`lite-rec bench --quick` end to end on a tiny dataset, and the report's arithmetic."""
+
+import json
+from pathlib import Path
+
+from lite_rec.bench import MODELS, inference_ratios
+from lite_rec.cli import main
+from orchestration.assets.bench import benchmark
+from orchestration.definitions import defs
+from tests.conftest import write_movielens
+
+
+def test_quick_bench_writes_json_markdown_plots_and_mlflow(tmp_path: Path) -> None:
+    source = write_movielens(tmp_path / "tiny", users=8, items=8)
+    out = tmp_path / "out"
+    code = main(
+        [
+            "bench",
+            "--datasets",
+            str(source),
+            "--quick",
+            "--out",
+            str(out),
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--set",
+            "model.hidden_size=16",
+            "--set",
+            "model.max_len=6",
+        ]
+    )
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    section = results["datasets"]["tiny"]
+    assert list(section["models"]) == list(MODELS)
+    for row in section["models"].values():
+        assert 0.0 <= row["test_recall@10"] <= 1.0 and row["parameters"] > 0
+        assert row["infer_seconds_per_1000_users_k10"] > 0 and row["peak_rss_mib"] > 0
+        assert row["history"] and "valid_ndcg@10" in row["history"][0]
+    assert set(section["inference_ratio"]) == {
+        "generative_sequential/lite_llm4rec",
+        "generative_semantic/lite_llm4rec",
+        "generative_sequential/generative_head",
+    }
+    assert set(section["item_quality"]) == {"pretrained", "random_init"}
+    markdown = (out / "results.md").read_text()
+    assert "| lite_llm4rec |" in markdown and "inference time:" in markdown
+    for name in ("tiny_accuracy_vs_time.png", "tiny_learning_curves.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "mlflow.db").exists()
+
+
+def test_inference_ratio_is_generative_time_over_lite_llm4rec_time() -> None:
+    rows = {
+        "lite_llm4rec": {
+            "infer_seconds_per_1000_users_k10": 2.0,
+            "infer_seconds_per_1000_users_k20": 2.0,
+        },
+        "generative_semantic": {
+            "infer_seconds_per_1000_users_k10": 300.0,
+            "infer_seconds_per_1000_users_k20": 500.0,
+        },
+    }
+    expected = {"generative_semantic/lite_llm4rec": {"k10": 150.0, "k20": 250.0}}
+    assert inference_ratios(rows) == expected
+    assert inference_ratios({"generative_semantic": rows["generative_semantic"]}) == {}
+
+
+def test_benchmark_asset_has_its_own_job_and_stays_out_of_main_job() -> None:
+    repository = defs.get_repository_def()
+    bench_job = repository.get_job("benchmark_job")
+    main_job = repository.get_job("main_job")
+    assert benchmark.key in bench_job.asset_layer.selected_asset_keys
+    assert benchmark.key not in main_job.asset_layer.selected_asset_keys
+    assert benchmark.group_names_by_key[benchmark.key] == "evaluation"
+
+
+def test_bench_rejects_unknown_models(tmp_path: Path, capsys) -> None:
+    assert main(["bench", "--models", "nope", "--out", str(tmp_path), "--no-mlflow"]) == 2
+    assert "unknown model(s) ['nope']" in capsys.readouterr().err

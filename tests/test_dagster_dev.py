@@ -1,0 +1,139 @@
+"""`dagster dev` starts on 127.0.0.1, lists the assets, schedule and sensor over GraphQL, and
+stops with every child process when its PID gets SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+import yaml
+from dagster._config import process_config
+from dagster._core.instance.config import dagster_instance_config
+from dagster._core.run_coordinator import QueuedRunCoordinator
+
+from lite_rec.config import PROJECT_ROOT
+from tests.test_serving_http import free_port, wait_until_up
+
+QUERY = """{
+  repositoriesOrError {
+    ... on RepositoryConnection {
+      nodes {
+        assetNodes { assetKey { path } }
+        jobs { name }
+        schedules { name cronSchedule executionTimezone scheduleState { status } }
+        sensors { name sensorState { status } }
+      }
+    }
+  }
+}"""
+
+
+@pytest.mark.slow
+def test_dagster_dev_serves_the_definitions_and_stops_cleanly(tmp_path: Path) -> None:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    port = free_port()
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PATH": f"{venv_bin}:{os.environ['PATH']}"}
+    command = [f"{venv_bin}/dagster", "dev", "-m", "orchestration.definitions"]
+    process = subprocess.Popen(
+        [*command, "-h", "127.0.0.1", "-p", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{url}/server_info", process, seconds=120)
+        response = requests.post(f"{url}/graphql", json={"query": QUERY}, timeout=60)
+        [repository] = response.json()["data"]["repositoriesOrError"]["nodes"]
+        children = psutil.Process(process.pid).children(recursive=True)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    gone, alive = psutil.wait_procs(children, timeout=15)
+    for leftover in alive:
+        leftover.kill()
+    assert not alive, f"dagster dev left {[p.pid for p in alive]} running"
+
+    assets = {"/".join(node["assetKey"]["path"]) for node in repository["assetNodes"]}
+    assert {"raw_items", "item_embeddings", "rec_model", "registered_model"} <= assets
+    assert {"main_job", "retrain_job"} <= {job["name"] for job in repository["jobs"]}
+    [schedule] = repository["schedules"]
+    assert (schedule["name"], schedule["cronSchedule"]) == ("nightly_retrain", "0 2 * * *")
+    assert schedule["scheduleState"]["status"] == "RUNNING"
+    [sensor] = repository["sensors"]
+    assert sensor["name"] == "catalog_changed" and sensor["sensorState"]["status"] == "RUNNING"
+
+
+# Docker cannot run on these machines: check what can be checked without it.
+DOCKER = PROJECT_ROOT / "docker"
+
+
+def pip_installs(lines: list[str]) -> list[list[str]]:
+    """The arguments of each `pip install`: without --quiet, the index (where torch comes from,
+    not what is installed) or the dev extra."""
+    steps = []
+    for line in lines:
+        if "pip install" not in line:
+            continue
+        words = iter(line.split("pip install", 1)[1].replace("'", "").split())
+        step = []
+        for word in words:
+            if word == "--index-url":
+                next(words)
+            elif word != "--quiet":
+                step.append(word.removesuffix("[dev]"))
+        steps.append(step)
+    return steps
+
+
+def test_dockerfile_installs_like_the_makefile() -> None:
+    makefile = (PROJECT_ROOT / "Makefile").read_text().splitlines()
+    dockerfile = (DOCKER / "Dockerfile").read_text().splitlines()
+    make_steps = pip_installs(makefile)
+    docker_steps = pip_installs([line for line in dockerfile if line.startswith("RUN ")])
+    assert make_steps == [["torch==2.13.0"], ["-c", "constraints.txt", "-e", "."]]
+    assert docker_steps[:2] == make_steps
+    assert all(step[:2] == ["-c", "constraints.txt"] for step in docker_steps[1:])
+
+
+def test_compose_stack_and_dagster_instance_config_are_valid() -> None:
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {
+        "postgres",
+        "mlflow",
+        "dagster-webserver",
+        "dagster-daemon",
+        "model-server",
+    }
+    assert "--backend-store-uri postgresql://" in services["mlflow"]["command"]
+    assert "mlflow-artifacts:/mlartifacts" in services["mlflow"]["volumes"]
+    assert services["dagster-daemon"]["command"].startswith("dagster-daemon run")
+    assert "models serve -m models:/" in services["model-server"]["command"]
+    assert "@champion" in services["model-server"]["command"]
+    for name in ("mlflow", "dagster-webserver", "dagster-daemon", "model-server"):
+        assert services[name]["build"]["dockerfile"] == "docker/Dockerfile"
+        assert services[name]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+
+    instance, _ = dagster_instance_config(str(DOCKER))  # raises on any schema error
+    assert "postgres" in instance["storage"]
+    queue = process_config(
+        QueuedRunCoordinator.config_type(), instance["run_coordinator"]["config"]
+    )
+    assert queue.success, queue.errors
+    [location] = yaml.safe_load((DOCKER / "workspace.yaml").read_text())["load_from"]
+    assert location["python_module"]["module_name"] == "orchestration.definitions"
