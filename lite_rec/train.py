@@ -113,41 +113,61 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(temporary, path)
 
 
-def _rng_states() -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
-
-
-def _check_resumable(
-    checkpoint: dict[str, Any], model_config: ModelConfig, train_config: TrainConfig, path: Path
+def _record_epoch(
+    state: dict[str, Any], row: dict[str, Any], model: RecommendationLLM, patience: int
 ) -> None:
-    """A checkpoint only resumes the run that wrote it (the epoch budget may grow)."""
-    wanted = {"model": dataclasses.asdict(model_config), "train": dataclasses.asdict(train_config)}
-    for section in ("model", "train"):
-        saved = checkpoint[f"{section}_config"]
-        changed = [
-            key
-            for key in wanted[section]
-            if saved.get(key) != wanted[section][key] and key not in RESUMABLE_CHANGES
-        ]
-        if changed:
-            details = ", ".join(
-                f"{section}.{key}: {saved.get(key)!r} -> {wanted[section][key]!r}"
-                for key in changed
-            )
-            raise ValueError(
-                f"{path}: written by a run with another config ({details}); "
-                "use another out_dir or resume=False"
-            )
+    """Append the epoch to the history, keep the best weights, decide on early stopping."""
+    state["history"].append(row)
+    state["epoch"] = row["epoch"]
+    score = row[f"valid_{SELECTION_METRIC}"]
+    if score > state["best_score"]:
+        state.update(best_epoch=row["epoch"], best_score=score, bad_epochs=0)
+        state["best_weights"] = {k: v.clone() for k, v in model.state_dict().items()}
+    else:
+        state["bad_epochs"] += 1
+    state["finished"] = state["bad_epochs"] >= patience
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, state, config: TrainConfig) -> None:
+    """Everything the next epoch depends on, RNG states included, written atomically."""
+    checkpoint = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        },
+        "state": state,
+        "model_config": dataclasses.asdict(model.config),
+        "train_config": dataclasses.asdict(config),
+    }
+    _atomic_save(checkpoint, path)
+
+
+def _restore_checkpoint(path: Path, model, optimizer, scheduler, config: TrainConfig) -> dict:
+    """Load what `_save_checkpoint` wrote into the fresh objects; returns the run state."""
+    checkpoint = torch.load(path, weights_only=False, map_location="cpu")
+    wanted = {"model": dataclasses.asdict(model.config), "train": dataclasses.asdict(config)}
+    changed = [
+        f"{section}.{key}: {checkpoint[f'{section}_config'].get(key)!r} -> {value!r}"
+        for section, values in wanted.items()
+        for key, value in values.items()
+        if checkpoint[f"{section}_config"].get(key) != value and key not in RESUMABLE_CHANGES
+    ]
+    if changed:
+        raise ValueError(
+            f"{path}: written by a run with another config ({', '.join(changed)}); "
+            "use another out_dir or resume=False"
+        )
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    np.random.set_state(checkpoint["rng"]["numpy"])
+    random.setstate(checkpoint["rng"]["python"])
+    return checkpoint["state"]
 
 
 def _train_epoch(
@@ -203,25 +223,12 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_schedule(train_config.warmup_steps)
     )
-    state = {
-        "epoch": 0,
-        "best_epoch": 0,
-        "best_score": -1.0,
-        "best_weights": None,
-        "bad_epochs": 0,
-        "history": [],
-        "finished": False,
-    }
-
     checkpoint_path = out_dir / CHECKPOINT_FILE
     if resume and checkpoint_path.exists():
-        checkpoint = torch.load(checkpoint_path, weights_only=False, map_location="cpu")
-        _check_resumable(checkpoint, model_config, train_config, checkpoint_path)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        _set_rng_states(checkpoint["rng"])
-        state = checkpoint["state"]
+        state = _restore_checkpoint(checkpoint_path, model, optimizer, scheduler, train_config)
+    else:
+        state = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "best_weights": None}
+        state.update(bad_epochs=0, history=[], finished=False)
 
     sequences = data.train_sequences()
     while not state["finished"] and state["epoch"] < train_config.epochs:
@@ -230,37 +237,15 @@ def train(
         windows = epoch_windows(sequences, train_config, model_config.max_len, epoch)
         loss = _train_epoch(model, optimizer, scheduler, windows, train_config, progress, epoch)
         metrics = evaluate(model, data, "valid", train_config.eval_batch_size)
-        row = {
-            "epoch": epoch,
-            "loss": loss,
-            **{f"valid_{k}": v for k, v in metrics.items()},
-            "seconds": time.perf_counter() - started,
-        }
-        state["history"].append(row)
-        state["epoch"] = epoch
-        if metrics[SELECTION_METRIC] > state["best_score"]:
-            state.update(best_epoch=epoch, best_score=metrics[SELECTION_METRIC], bad_epochs=0)
-            state["best_weights"] = {k: v.clone() for k, v in model.state_dict().items()}
-        else:
-            state["bad_epochs"] += 1
-        state["finished"] = state["bad_epochs"] >= train_config.patience
+        row = {"epoch": epoch, "loss": loss, **{f"valid_{k}": v for k, v in metrics.items()}}
+        row["seconds"] = time.perf_counter() - started
+        _record_epoch(state, row, model, train_config.patience)
         if progress:
             tqdm.write(
                 f"epoch {epoch}: loss {loss:.4f}, valid ndcg@10 {metrics['ndcg@10']:.4f}, "
                 f"recall@10 {metrics['recall@10']:.4f} ({row['seconds']:.1f} s)"
             )
-        _atomic_save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_states(),
-                "state": state,
-                "model_config": dataclasses.asdict(model_config),
-                "train_config": dataclasses.asdict(train_config),
-            },
-            checkpoint_path,
-        )
+        _save_checkpoint(checkpoint_path, model, optimizer, scheduler, state, train_config)
         if on_epoch_end is not None:
             on_epoch_end(row)
 

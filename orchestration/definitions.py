@@ -16,7 +16,7 @@ bench_assets = [bench.benchmark]
 
 main_job = dg.define_asset_job(
     "main_job",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.assets(*bench_assets),
+    selection=automation.PIPELINE,
     description="The whole pipeline on the configured dataset, raw files to a gated champion.",
 )
 benchmark_job = dg.define_asset_job(

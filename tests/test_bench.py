@@ -70,12 +70,13 @@ def test_inference_ratio_is_generative_time_over_lite_llm4rec_time() -> None:
     assert inference_ratios({"generative_semantic": rows["generative_semantic"]}) == {}
 
 
-def test_benchmark_asset_has_its_own_job_and_stays_out_of_main_job() -> None:
+def test_benchmark_asset_has_its_own_job_and_stays_out_of_the_pipeline_jobs() -> None:
     repository = defs.get_repository_def()
     bench_job = repository.get_job("benchmark_job")
-    main_job = repository.get_job("main_job")
     assert benchmark.key in bench_job.asset_layer.selected_asset_keys
-    assert benchmark.key not in main_job.asset_layer.selected_asset_keys
+    for name in ("main_job", "retrain_job"):  # the nightly retrain must not run the benchmark
+        pipeline = repository.get_job(name).asset_layer.selected_asset_keys
+        assert benchmark.key not in pipeline and len(pipeline) == 10
     assert benchmark.group_names_by_key[benchmark.key] == "evaluation"
 
 
