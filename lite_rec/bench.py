@@ -414,7 +414,9 @@ def model_sizes(config: Config, generative: GenerativeConfig) -> str:
     )
 
 
-def generative_config(config: Config, epochs: int = 30) -> GenerativeConfig:
+def generative_config(
+    config: Config, epochs: int = 30, examples_per_user: int = 0
+) -> GenerativeConfig:
     """The generative baseline at the Recommendation LLM's width, depth and head count."""
     model = config.model
     return GenerativeConfig(
@@ -422,6 +424,7 @@ def generative_config(config: Config, epochs: int = 30) -> GenerativeConfig:
         num_layers=model.num_layers,
         num_heads=model.num_heads,
         epochs=epochs,
+        examples_per_user=examples_per_user,
     )
 
 

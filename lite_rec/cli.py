@@ -160,7 +160,7 @@ def _bench(args: argparse.Namespace) -> int:
         [name.strip() for name in args.models.split(",") if name.strip()] or list(MODELS),
         args.out,
         config,
-        generative_config(config, args.generative_epochs),
+        generative_config(config, args.generative_epochs, args.generative_examples_per_user),
         work_dir=args.work_dir,
         cache_dir=args.cache,
         tracking=None if args.no_mlflow else Tracking(args.tracking_uri),
@@ -334,6 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="2 epochs per model (generative: 1): a smoke run"
     )
     bench.add_argument("--generative-epochs", type=int, default=30)
+    bench.add_argument(
+        "--generative-examples-per-user",
+        type=int,
+        default=0,
+        help="training targets drawn per user per epoch for the generative models "
+        "(default 0: every position, as the projection-head models train)",
+    )
     bench.add_argument("--tracking-uri", default="")
     bench.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     _add_config_options(bench)

@@ -21,18 +21,7 @@ from lite_rec.baselines.sasrec_bce import train_sasrec_bce
 from lite_rec.config import ModelConfig, TrainConfig
 from lite_rec.item_quality import genre_neighbour_agreement, item_genres
 from lite_rec.sequences import SequenceData
-
-
-def cyclic_data(n_items: int = 8, n_users: int = 16) -> SequenceData:
-    """User u walks the item cycle from item u % n_items: the next item is always knowable."""
-    sequences = [(u % n_items + np.arange(5 + u % 3)) % n_items for u in range(n_users)]
-    item_ids = np.array([f"i{i}" for i in range(n_items)], dtype=object)
-    return SequenceData(
-        item_ids=item_ids,
-        user_ids=np.array([f"u{u}" for u in range(n_users)], dtype=object),
-        sequences=[s.astype(np.int64) for s in sequences],
-        items=pd.DataFrame({"item_id": item_ids}),
-    )
+from tests.conftest import cyclic_data
 
 
 def walk(trie: PrefixTrie, prefix: tuple[int, ...] = ()) -> set[tuple[int, ...]]:
@@ -79,7 +68,7 @@ def tiny_generative(data: SequenceData) -> GenerativeRecommender:
 
 
 def test_beam_search_returns_k_distinct_valid_items_sorted_by_score():
-    data = cyclic_data()
+    data = cyclic_data(8, 16)
     model = tiny_generative(data)
     items, scores = model.recommend(data.histories_and_targets("test")[0][:5], k=6)
     assert items.shape == scores.shape == (5, 6)
@@ -95,7 +84,7 @@ def test_beam_ranks_drop_history_and_count_misses_beyond_k():
 
 
 def test_tiny_generative_model_overfits_training_targets():
-    data = cyclic_data()
+    data = cyclic_data(8, 16)
     torch.manual_seed(0)
     config = GenerativeConfig(hidden_size=32, num_layers=1, num_heads=2, dropout=0.0)
     model = GenerativeRecommender(config, sequential_codes(data.train_sequences(), 8, base=3))
@@ -117,7 +106,7 @@ def test_tiny_generative_model_overfits_training_targets():
 
 
 def test_train_generative_learns_and_keeps_the_best_epoch():
-    data = cyclic_data()
+    data = cyclic_data(8, 16)
     config = GenerativeConfig(hidden_size=32, num_layers=1, num_heads=2, dropout=0.0, epochs=8)
     train_config = TrainConfig(batch_size=16, lr=3e-3, warmup_steps=5, patience=100, seed=1)
     result = train_generative(data, config, train_config)
@@ -130,7 +119,7 @@ def small_model_config() -> ModelConfig:
 
 
 def test_sasrec_bce_and_bert4rec_train_and_evaluate():
-    data = cyclic_data()
+    data = cyclic_data(8, 16)
     train_config = TrainConfig(epochs=2, batch_size=8, lr=1e-2, warmup_steps=1, seed=0)
     for result in (
         train_sasrec_bce(data, small_model_config(), train_config),
@@ -165,7 +154,7 @@ def test_item_quality_on_a_hand_made_case():
 
 
 def test_generative_head_replaces_beam_search_on_the_same_encoder():
-    data = cyclic_data()
+    data = cyclic_data(8, 16)
     config = GenerativeConfig(hidden_size=16, num_layers=1, num_heads=2, decoding="head", epochs=2)
     result = train_generative(data, config, TrainConfig(batch_size=8, lr=1e-2, warmup_steps=1))
     beam = GenerativeRecommender(config, result.model.codes)

@@ -18,22 +18,10 @@ from lite_rec.config import load_config
 from lite_rec.pipeline import TrainedModel, train_rec_model
 from lite_rec.sequences import SequenceData
 from lite_rec.tracking import Tracking
+from tests.conftest import cyclic_data
 
 TINY = ["model.item_repr=id", "model.hidden_size=16", "model.num_layers=1", "model.max_len=8"]
 TINY += ["train.batch_size=8", "train.warmup_steps=1", "train.threads=1", "train.lr=0.01"]
-
-
-def tiny_data(n_items: int = 20, n_users: int = 40) -> SequenceData:
-    """User u walks the item cycle from item u: the next item is learnable, so more training
-    gives a better model."""
-    sequences = [(u + np.arange(5 + u % 4)) % n_items for u in range(n_users)]
-    item_ids = np.array([f"i{i}" for i in range(n_items)], dtype=object)
-    return SequenceData(
-        item_ids=item_ids,
-        user_ids=np.array([f"u{u}" for u in range(n_users)], dtype=object),
-        sequences=[s.astype(np.int64) for s in sequences],
-        items=pd.DataFrame({"item_id": item_ids}),
-    )
 
 
 def train_tiny(data: SequenceData, out: Path, tracking: Tracking, epochs: int) -> TrainedModel:
@@ -46,7 +34,7 @@ def lifecycle(tmp_path_factory: pytest.TempPathFactory):
     """One store and three models trained on the same tiny data, sorted worst to best."""
     root = tmp_path_factory.mktemp("registry")
     tracking = Tracking(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}", "registry-test")
-    data = tiny_data()
+    data = cyclic_data(20, 40, spread=4)
     models = [train_tiny(data, root / f"m{e}", tracking, e) for e in (0, 1, 8)]
     models.sort(key=lambda m: m.valid_metrics["ndcg@10"])
     return tracking, data, models
