@@ -60,7 +60,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 100
     grad_clip: float = 1.0
-    patience: int = 10
+    patience: int = 5
     eval_batch_size: int = 1024
     seed: int = 42
     threads: int = 0  # 0: every core torch sees

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,9 +92,11 @@ def evaluate_rec_model(
     split: str = "test",
     tracking: Tracking | None = None,
     batch_size: int = 1024,
+    table_path: str | Path | None = None,
 ) -> dict[str, float]:
     """Full-ranking metrics of the model in `model_dir` on `split`; with `tracking`, logged to
-    the run that trained it, with a metric-table image."""
+    the run that trained it, with a metric-table image (kept at `table_path` when given; the
+    model directory itself is never written, it is the training step's output)."""
     model_dir = Path(model_dir)
     model = load_model(model_dir)
     catalog = json.loads((model_dir / "catalog.json").read_text())
@@ -106,8 +109,8 @@ def evaluate_rec_model(
     run_file = model_dir / RUN_FILE
     if tracking is not None and run_file.exists():
         run_id = json.loads(run_file.read_text())["run_id"]
-        with tracking.run(run_id=run_id):
+        with tracking.run(run_id=run_id), tempfile.TemporaryDirectory() as scratch:
             log_metrics(metrics, prefix=f"{split}_")
-            table = metrics_table({split: metrics}, model_dir / f"{split}_metrics.png", split)
-            mlflow.log_artifact(str(table))
+            table = Path(table_path or Path(scratch) / f"{split}_metrics.png")
+            mlflow.log_artifact(str(metrics_table({split: metrics}, table, split)))
     return metrics

@@ -71,6 +71,13 @@ def test_score_matches_brute_force(overrides):
     torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_score_accepts_a_precomputed_item_table():
+    model = tiny_model()
+    with torch.no_grad():
+        table = model.items()
+    torch.testing.assert_close(model.score(HISTORIES, table), model.score(HISTORIES))
+
+
 def test_score_runs_in_eval_mode_and_restores_training_mode():
     model = tiny_model().train()
     first, second = model.score(HISTORIES), model.score(HISTORIES)

@@ -89,8 +89,8 @@ def evaluation(
 ) -> dg.Output:
     """Full-ranking test metrics (Recall/NDCG@5,10,20, MRR), logged to the training run."""
     data = sequences_from_frames(items_5core, loo_splits)
+    table = rec_model.model_dir.parent / f"{rec_model.model_dir.name}_test_metrics.png"
     metrics = pipeline.evaluate_rec_model(
-        data, rec_model.model_dir, "test", mlflow_tracking.tracking()
+        data, rec_model.model_dir, "test", mlflow_tracking.tracking(), table_path=table
     )
-    table = rec_model.model_dir / "test_metrics.png"
     return dg.Output(metrics, metadata={**metrics, "table": _image(table)})
