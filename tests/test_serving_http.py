@@ -17,7 +17,8 @@ import requests
 
 from lite_rec import registry
 from lite_rec.tracking import Tracking
-from tests.test_registry import tiny_data, train_tiny
+from tests.conftest import cyclic_data
+from tests.test_registry import train_tiny
 
 NAME = "lite_rec_served"
 
@@ -60,7 +61,7 @@ def stop(process: subprocess.Popen) -> None:
 def server(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("serve")
     tracking = Tracking(f"sqlite:///{root / 'mlflow.db'}", "serve-test")
-    data = tiny_data()
+    data = cyclic_data(20, 40, spread=4)
     registry.register_and_gate(train_tiny(data, root / "model", tracking, 3), data, NAME, tracking)
     port = free_port()
     venv_bin = str(Path(sys.executable).parent)  # the server execs `uvicorn` from PATH
