@@ -1,5 +1,4 @@
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -7,18 +6,7 @@ from lite_rec.config import ModelConfig, TrainConfig
 from lite_rec.evaluate import evaluate, recommend
 from lite_rec.sequences import SequenceData
 from lite_rec.train import load_model, train, traversal_windows
-
-
-def cyclic_data(n_items: int = 20, n_users: int = 60) -> SequenceData:
-    """User u walks the item cycle from item u % n_items: the next item is always knowable."""
-    sequences = [(u % n_items + np.arange(6 + u % 5)) % n_items for u in range(n_users)]
-    item_ids = np.array([f"i{i}" for i in range(n_items)], dtype=object)
-    return SequenceData(
-        item_ids=item_ids,
-        user_ids=np.array([f"u{u}" for u in range(n_users)], dtype=object),
-        sequences=[s.astype(np.int64) for s in sequences],
-        items=pd.DataFrame({"item_id": item_ids}),
-    )
+from tests.conftest import cyclic_data
 
 
 def text_embeddings(n_items: int = 20) -> np.ndarray:
@@ -32,7 +20,7 @@ def small_configs(**train_overrides) -> tuple[ModelConfig, TrainConfig]:
 
 
 def test_training_learns_cyclic_sequences(tmp_path):
-    data = cyclic_data()
+    data = cyclic_data(20, 60, min_length=6, spread=5)
     model_config, train_config = small_configs(epochs=25)
     untrained = train(
         data, text_embeddings(), model_config, small_configs(epochs=0)[1], tmp_path / "u"
@@ -48,7 +36,7 @@ def test_training_learns_cyclic_sequences(tmp_path):
 
 
 def test_resume_after_crash_gives_identical_weights(tmp_path):
-    data = cyclic_data()
+    data = cyclic_data(20, 60, min_length=6, spread=5)
     model_config, train_config = small_configs(epochs=4, loss="sampled", num_negatives=5)
     straight = train(
         data, text_embeddings(), model_config, train_config, tmp_path / "a", progress=False
@@ -84,7 +72,7 @@ def test_resume_after_crash_gives_identical_weights(tmp_path):
 
 
 def test_resume_refuses_another_config(tmp_path):
-    data = cyclic_data()
+    data = cyclic_data(20, 60, min_length=6, spread=5)
     model_config, train_config = small_configs(epochs=1)
     train(
         data,
@@ -108,7 +96,7 @@ def test_resume_refuses_another_config(tmp_path):
 @pytest.mark.parametrize("item_repr", ["text", "id", "text+id"])
 @pytest.mark.parametrize("strategy,loss", [("traversal", "ce"), ("sampling", "sampled")])
 def test_strategies_losses_and_item_representations_run(tmp_path, item_repr, strategy, loss):
-    data = cyclic_data()
+    data = cyclic_data(20, 60, min_length=6, spread=5)
     model_config, train_config = small_configs(
         epochs=2, strategy=strategy, loss=loss, num_negatives=4
     )
@@ -121,7 +109,7 @@ def test_strategies_losses_and_item_representations_run(tmp_path, item_repr, str
 
 
 def test_early_stopping_keeps_best_epoch(tmp_path):
-    data = cyclic_data()
+    data = cyclic_data(20, 60, min_length=6, spread=5)
     model_config, train_config = small_configs(epochs=30, patience=1, lr=0.05)
     result = train(
         data,
@@ -138,7 +126,7 @@ def test_early_stopping_keeps_best_epoch(tmp_path):
 
 
 def test_evaluate_does_not_depend_on_batch_size_or_user_order(tmp_path):
-    data = cyclic_data()
+    data = cyclic_data(20, 60, min_length=6, spread=5)
     model_config, train_config = small_configs(epochs=2)
     model = train(
         data, text_embeddings(), model_config, train_config, tmp_path, progress=False
@@ -159,7 +147,7 @@ def test_traversal_windows_cover_every_target_once():
 
 
 def test_recommend_excludes_history_and_sorts(tmp_path):
-    data = cyclic_data()
+    data = cyclic_data(20, 60, min_length=6, spread=5)
     model_config, train_config = small_configs(epochs=2)
     model = train(
         data, text_embeddings(), model_config, train_config, tmp_path, progress=False
