@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,13 @@ from lite_rec.evaluate import evaluate, recommend
 from lite_rec.sequences import SequenceData
 from lite_rec.train import load_model, train, traversal_windows
 from tests.conftest import cyclic_data
+
+DATA = {"n_items": 20, "n_users": 60, "min_length": 6, "spread": 5}
+
+
+def id_only(model_config: ModelConfig) -> ModelConfig:
+    """The same model without the Item LLM (SASRec with cross-entropy)."""
+    return dataclasses.replace(model_config, item_repr="id")
 
 
 def text_embeddings(n_items: int = 20) -> np.ndarray:
@@ -20,7 +29,7 @@ def small_configs(**train_overrides) -> tuple[ModelConfig, TrainConfig]:
 
 
 def test_training_learns_cyclic_sequences(tmp_path):
-    data = cyclic_data(20, 60, min_length=6, spread=5)
+    data = cyclic_data(**DATA)
     model_config, train_config = small_configs(epochs=25)
     untrained = train(
         data, text_embeddings(), model_config, small_configs(epochs=0)[1], tmp_path / "u"
@@ -36,7 +45,7 @@ def test_training_learns_cyclic_sequences(tmp_path):
 
 
 def test_resume_after_crash_gives_identical_weights(tmp_path):
-    data = cyclic_data(20, 60, min_length=6, spread=5)
+    data = cyclic_data(**DATA)
     model_config, train_config = small_configs(epochs=4, loss="sampled", num_negatives=5)
     straight = train(
         data, text_embeddings(), model_config, train_config, tmp_path / "a", progress=False
@@ -72,22 +81,15 @@ def test_resume_after_crash_gives_identical_weights(tmp_path):
 
 
 def test_resume_refuses_another_config(tmp_path):
-    data = cyclic_data(20, 60, min_length=6, spread=5)
+    data = cyclic_data(**DATA)
     model_config, train_config = small_configs(epochs=1)
-    train(
-        data,
-        None,
-        ModelConfig(**{**model_config.__dict__, "item_repr": "id"}),
-        train_config,
-        tmp_path,
-        progress=False,
-    )
+    train(data, None, id_only(model_config), train_config, tmp_path, progress=False)
     with pytest.raises(ValueError, match="lr"):
         train(
             data,
             None,
-            ModelConfig(**{**model_config.__dict__, "item_repr": "id"}),
-            TrainConfig(**{**train_config.__dict__, "lr": 0.5}),
+            id_only(model_config),
+            dataclasses.replace(train_config, lr=0.5),
             tmp_path,
             progress=False,
         )
@@ -96,7 +98,7 @@ def test_resume_refuses_another_config(tmp_path):
 @pytest.mark.parametrize("item_repr", ["text", "id", "text+id"])
 @pytest.mark.parametrize("strategy,loss", [("traversal", "ce"), ("sampling", "sampled")])
 def test_strategies_losses_and_item_representations_run(tmp_path, item_repr, strategy, loss):
-    data = cyclic_data(20, 60, min_length=6, spread=5)
+    data = cyclic_data(**DATA)
     model_config, train_config = small_configs(
         epochs=2, strategy=strategy, loss=loss, num_negatives=4
     )
@@ -109,16 +111,9 @@ def test_strategies_losses_and_item_representations_run(tmp_path, item_repr, str
 
 
 def test_early_stopping_keeps_best_epoch(tmp_path):
-    data = cyclic_data(20, 60, min_length=6, spread=5)
+    data = cyclic_data(**DATA)
     model_config, train_config = small_configs(epochs=30, patience=1, lr=0.05)
-    result = train(
-        data,
-        None,
-        ModelConfig(**{**model_config.__dict__, "item_repr": "id"}),
-        train_config,
-        tmp_path,
-        progress=False,
-    )
+    result = train(data, None, id_only(model_config), train_config, tmp_path, progress=False)
     scores = [row["valid_ndcg@10"] for row in result.history]
     assert len(scores) < 30
     assert result.best_epoch == int(np.argmax(scores)) + 1
@@ -126,7 +121,7 @@ def test_early_stopping_keeps_best_epoch(tmp_path):
 
 
 def test_evaluate_does_not_depend_on_batch_size_or_user_order(tmp_path):
-    data = cyclic_data(20, 60, min_length=6, spread=5)
+    data = cyclic_data(**DATA)
     model_config, train_config = small_configs(epochs=2)
     model = train(
         data, text_embeddings(), model_config, train_config, tmp_path, progress=False
@@ -147,7 +142,7 @@ def test_traversal_windows_cover_every_target_once():
 
 
 def test_recommend_excludes_history_and_sorts(tmp_path):
-    data = cyclic_data(20, 60, min_length=6, spread=5)
+    data = cyclic_data(**DATA)
     model_config, train_config = small_configs(epochs=2)
     model = train(
         data, text_embeddings(), model_config, train_config, tmp_path, progress=False
