@@ -33,7 +33,7 @@ from lite_rec.baselines.random_item_llm import random_item_embeddings
 from lite_rec.baselines.sasrec_bce import train_sasrec_bce
 from lite_rec.config import PROJECT_ROOT, Config
 from lite_rec.evaluate import evaluate, recommend
-from lite_rec.item_embeddings import item_embeddings
+from lite_rec.item_embeddings import item_embeddings, item_text
 from lite_rec.item_quality import genre_neighbour_agreement, item_genres
 from lite_rec.metrics import ranking_metrics
 from lite_rec.prepare import prepare
@@ -48,22 +48,25 @@ MODELS = {
     "lite_text": "ablation: text only (no id embedding)",
     "lite_random_item_llm": "ablation: text+id from the Item LLM architecture, random weights",
     "lite_sampling": "ablation: one sampled prefix per user per epoch instead of traversal",
+    "lite_finetuned_item_llm": "ablation: the Item LLM's last layer fine-tuned jointly instead "
+    "of frozen",
     "sasrec_bce": "SASRec, original BCE loss with one negative per position",
     "bert4rec": "BERT4Rec, bidirectional, masked-item training",
     "generative_sequential": "generative T5, beam search over P5 sequential ids",
     "generative_semantic": "generative T5, beam search over semantic ids (hierarchical k-means)",
+    "generative_text": "generative T5 reading a P5-style text prompt (each history item's id "
+    "tokens and title/genre word pieces), beam search over sequential ids",
     "generative_head": "ablation: generative_sequential's T5 encoder with a projection head "
     "instead of the decoder and beam search",
 }
 NOT_RUN = {
-    "lite_finetuned_item_llm": "frozen vs fine-tuned Item LLM: RecommendationLLM takes "
-    "precomputed item vectors (model.finetune_item_llm=true raises), so only frozen is run",
     "lite_beam_decoding": "beam search on the Recommendation LLM's encoder: it has no decoder "
     "over item-id tokens; the same-encoder head-vs-beam comparison is generative_head vs "
     "generative_sequential",
 }
 DEFAULT_DATASETS = ["ml-latest-small"]
-REFERENCE, BEAM_MODELS = "lite_llm4rec", ("generative_sequential", "generative_semantic")
+REFERENCE = "lite_llm4rec"
+BEAM_MODELS = ("generative_sequential", "generative_semantic", "generative_text")
 SAME_ENCODER = {"generative_head": "generative_sequential"}  # head model: its beam twin
 METRICS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
 TIMED_KS = (10, 20)
@@ -121,14 +124,25 @@ def _lite(bench: BenchData, name: str, model_changes: dict, train_changes: dict)
         bench.work_dir / name,
         resume=False,
         progress=False,
+        item_llm=bench.config.item_llm,
     )
     return _projection_run(result.model, bench, result.best_epoch, result.history)
 
 
-def _generative(bench: BenchData, scheme: str, decoding: str = "beam") -> ModelRun:
-    config = dataclasses.replace(bench.generative, id_scheme=scheme, decoding=decoding)
+def _generative(
+    bench: BenchData, scheme: str, decoding: str = "beam", prompt: str = "ids"
+) -> ModelRun:
+    item_llm = bench.config.item_llm
+    config = dataclasses.replace(
+        bench.generative,
+        id_scheme=scheme,
+        decoding=decoding,
+        prompt=prompt,
+        tokenizer=item_llm.model,
+    )
+    texts = item_text(bench.data.items, item_llm.template) if prompt == "text" else None
     result = train_generative(
-        bench.data, config, bench.config.train, bench.embeddings, log=log.info
+        bench.data, config, bench.config.train, bench.embeddings, log=log.info, texts=texts
     )
     if decoding == "head":
         return _fitted(result, bench)
@@ -152,6 +166,9 @@ TRAINERS: dict[str, Callable[[BenchData], ModelRun]] = {
     "lite_text": lambda b: _lite(b, "lite_text", {"item_repr": "text"}, {}),
     "lite_random_item_llm": lambda b: _lite(b, "lite_random_item_llm", {}, {}),
     "lite_sampling": lambda b: _lite(b, "lite_sampling", {}, {"strategy": "sampling"}),
+    "lite_finetuned_item_llm": lambda b: _lite(
+        b, "lite_finetuned_item_llm", {"finetune_item_llm": True}, {}
+    ),
     "sasrec_bce": lambda b: _fitted(
         train_sasrec_bce(b.data, b.config.model, b.config.train, log.info), b
     ),
@@ -160,6 +177,7 @@ TRAINERS: dict[str, Callable[[BenchData], ModelRun]] = {
     ),
     "generative_sequential": lambda b: _generative(b, "sequential"),
     "generative_semantic": lambda b: _generative(b, "semantic"),
+    "generative_text": lambda b: _generative(b, "sequential", prompt="text"),
     "generative_head": lambda b: _generative(b, "sequential", "head"),
 }
 

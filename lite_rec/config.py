@@ -46,7 +46,11 @@ class ModelConfig:
     backbone: str = "gpt2"  # a transformers config type, or a model id / path to load
     head_mlp: bool = False  # an MLP before the tied output: worse and slower to converge
     tie_output: bool = True
+    # Fine-tune the Item LLM's last `finetune_layers` layers jointly (see lite_rec.item_tower);
+    # each step re-encodes at most `finetune_items_per_step` of its batch's items (0: all).
     finetune_item_llm: bool = False
+    finetune_layers: int = 1
+    finetune_items_per_step: int = 256
 
 
 @dataclass
@@ -57,6 +61,7 @@ class TrainConfig:
     epochs: int = 200
     batch_size: int = 128
     lr: float = 1e-3
+    item_llm_lr: float = 1e-4  # the fine-tuned Item LLM layers (model.finetune_item_llm)
     weight_decay: float = 0.0
     warmup_steps: int = 100
     grad_clip: float = 1.0

@@ -196,17 +196,14 @@ class ItemEncoder(nn.Module):
         return torch.cat(chunks)[position.to(chunks[0].device)]
 
     def unfreeze_last(self, n_layers: int) -> None:
-        """Train only the last `n_layers` transformer layers and the pooler (if the model has
-        one); the embeddings and lower layers stay as pre-trained."""
+        """Train only the last `n_layers` transformer layers; the embeddings, the lower layers
+        and the pooler (our pooling reads token states, never the pooler) stay as pre-trained."""
         layers = self._layers()
         if not 0 <= n_layers <= len(layers):
             raise ValueError(f"n_layers must be in [0, {len(layers)}], got {n_layers}")
         self.model.requires_grad_(False)
         for layer in layers[len(layers) - n_layers :]:
             layer.requires_grad_(True)
-        pooler = getattr(self.model, "pooler", None)
-        if n_layers > 0 and pooler is not None:
-            pooler.requires_grad_(True)
 
     def _layers(self) -> nn.ModuleList:
         """The stack of transformer layers, whatever the architecture calls it (`encoder.layer`

@@ -1,10 +1,11 @@
 """The Recommendation LLM and its item projection head.
 
-An item is represented by a projection of its (frozen) Item-LLM text embedding and/or a learned
-ID embedding. A causal transformer (GPT-2 blocks, which add learned positions) reads a user's
-history of item representations; the hidden state at the last real position is the user
-representation, and the item projection head turns it into one score per catalog item in a
-single step (no generation, no beam search).
+An item is represented by a projection of its Item-LLM text embedding and/or a learned ID
+embedding. The text embeddings are a fixed table, unless training attaches an `ItemTower` that
+fine-tunes the Item LLM's last layers (`model.finetune_item_llm`). A causal transformer (GPT-2
+blocks, which add learned positions) reads a user's history of item representations; the hidden
+state at the last real position is the user representation, and the item projection head turns
+it into one score per catalog item in a single step (no generation, no beam search).
 
 Internal item index = item index + 1: index 0 is padding. Histories are right-padded, so with
 causal attention real positions never attend to padding and no attention mask is needed.
@@ -88,8 +89,9 @@ class ItemRepresentation(nn.Module):
                 )
             text = torch.as_tensor(np.asarray(text_embeddings, dtype=np.float32))
             padded = torch.cat([torch.zeros(1, text.shape[1]), text])  # (n_items + 1, d_text)
-            # A buffer, not a parameter: the Item LLM stays frozen, and saving it with the
-            # weights makes a trained model self-contained.
+            # A buffer, not a parameter: the Item LLM is frozen or fine-tuned by its own layers
+            # (`attach_tower`), and saving the table with the weights makes a trained model
+            # self-contained.
             self.register_buffer("text", padded)
             self.text_projection = nn.Linear(text.shape[1], config.hidden_size)
         if self.use_id:
@@ -97,12 +99,37 @@ class ItemRepresentation(nn.Module):
             nn.init.normal_(self.id_embedding.weight, std=0.02)
             with torch.no_grad():
                 self.id_embedding.weight[0].zero_()
+        self.tower = None
 
-    def forward(self) -> torch.Tensor:
-        """The table of all item representations, padding row first. -> (n_items + 1, d)"""
+    def attach_tower(self, tower: nn.Module) -> None:
+        """Fine-tune the Item LLM through `tower` (item indices -> vectors); `refresh` then
+        keeps the text table in step with its weights."""
+        if not self.use_text:
+            raise ValueError("model.finetune_item_llm needs item_repr text or text+id")
+        if tower.n_items != self.text.shape[0] - 1 or tower.dim != self.text.shape[1]:
+            raise ValueError(
+                f"the Item LLM tower gives {tower.n_items} x {tower.dim} vectors, the text table "
+                f"is {self.text.shape[0] - 1} x {self.text.shape[1]}"
+            )
+        self.tower = tower
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Recompute the text table with the fine-tuned Item LLM (no-op when frozen)."""
+        if self.tower is not None:
+            self.text[1:] = self.tower.embed_all()
+
+    def forward(self, fresh: torch.Tensor | None = None) -> torch.Tensor:
+        """The table of all item representations, padding row first. -> (n_items + 1, d)
+
+        `fresh` (k,) item indices: with a tower attached, these rows are re-encoded with
+        gradients into the Item LLM; the others read the table."""
         table = 0.0
         if self.use_text:
-            table = table + self.text_projection(self.text)  # (n_items + 1, d)
+            text = self.text  # (n_items + 1, d_text)
+            if fresh is not None and self.tower is not None:
+                text = text.index_copy(0, fresh + 1, self.tower(fresh))
+            table = table + self.text_projection(text)  # (n_items + 1, d)
         if self.use_id:
             table = table + self.id_embedding.weight  # (n_items + 1, d)
         return table
@@ -153,11 +180,6 @@ class RecommendationLLM(nn.Module):
         self, config: ModelConfig, n_items: int, text_embeddings: np.ndarray | None = None
     ):
         super().__init__()
-        if config.finetune_item_llm:
-            raise ValueError(
-                "model.finetune_item_llm=true is not supported: the Recommendation LLM receives "
-                "precomputed item text embeddings"
-            )
         self.config = config
         self.n_items = n_items
         self.backbone = build_backbone(config)
@@ -203,7 +225,11 @@ class RecommendationLLM(nn.Module):
         num_negatives = 0: softmax over the whole catalog; otherwise sampled softmax against
         that many uniformly drawn items shared across the batch (uniform, so logQ is constant)."""
         batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
-        table = self.items()  # (n_items + 1, d)
+        fresh = None
+        if self.items.tower is not None and self.training:
+            item_ids = torch.cat([batch["input_ids"].flatten(), batch["target_ids"].flatten()])
+            fresh = self.items.tower.step_items(item_ids)  # (k,)
+        table = self.items(fresh)  # (n_items + 1, d)
         hidden = self.hidden_states(batch["input_ids"], table)  # (B, T, d)
         has_target = batch["target_ids"] > 0  # (B, T)
         users = self.head(hidden[has_target])  # (N, d)

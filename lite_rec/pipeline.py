@@ -67,6 +67,7 @@ def train_rec_model(
             out_dir,
             progress=progress,
             on_epoch_end=log_epoch,
+            item_llm=config.item_llm,
         )
         valid = evaluate(result.model, data, "valid", config.train.eval_batch_size)
         log_metrics(valid, prefix="valid_")

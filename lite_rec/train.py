@@ -17,14 +17,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lite_rec.config import ModelConfig, TrainConfig
+from lite_rec.config import ItemLLMConfig, ModelConfig, TrainConfig
 from lite_rec.evaluate import evaluate
+from lite_rec.item_embeddings import ItemEncoder, item_text
+from lite_rec.item_tower import ItemTower
 from lite_rec.model import RecommendationLLM
 from lite_rec.sequences import SequenceData
 
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 MODEL_CONFIG_FILE = "model_config.json"
+# Fine-tuned Item LLM layers train with the model but are not saved with it: the text table they
+# produced is.
+TOWER_PREFIX = "items.tower."
 SELECTION_METRIC = "ndcg@10"
 # Train-config fields a resumed run may change without changing the result it converges to.
 RESUMABLE_CHANGES = {"epochs", "patience", "threads", "eval_batch_size", "device"}
@@ -193,6 +198,37 @@ def _train_epoch(
     return total / max(len(batches), 1)
 
 
+def _attach_item_llm(
+    model: RecommendationLLM, data: SequenceData, item_llm: ItemLLMConfig | None
+) -> None:
+    """With `model.finetune_item_llm`, give the model the Item LLM's trainable last layers."""
+    config = model.config
+    if not config.finetune_item_llm:
+        return
+    if item_llm is None:
+        raise ValueError("model.finetune_item_llm=true: train() needs the item_llm config")
+    encoder = ItemEncoder(item_llm.model, item_llm.pooling, item_llm.max_length, item_llm.normalize)
+    tower = ItemTower(
+        encoder.to(model.device),
+        item_text(data.items, item_llm.template),
+        config.finetune_layers,
+        config.finetune_items_per_step,
+        item_llm.batch_size,
+    )
+    model.items.attach_tower(tower)
+
+
+def _optimizer(model: RecommendationLLM, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; fine-tuned Item LLM layers get their own (smaller) learning rate."""
+    tower = model.items.tower
+    item_llm = [p for p in tower.parameters() if p.requires_grad] if tower is not None else []
+    in_item_llm = {id(p) for p in item_llm}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in in_item_llm]}]
+    if item_llm:
+        groups.append({"params": item_llm, "lr": config.item_llm_lr})
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
 def train(
     data: SequenceData,
     text_embeddings: np.ndarray | None,
@@ -202,10 +238,12 @@ def train(
     resume: bool = True,
     progress: bool = True,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    item_llm: ItemLLMConfig | None = None,
 ) -> TrainResult:
     """Train, keep the best epoch by validation NDCG@10, and write `out_dir/model.pt` +
     `model_config.json`. `out_dir/checkpoint.pt` is rewritten after every epoch; with
-    `resume`, a run picks up from it. `on_epoch_end(history_row)` runs after each checkpoint."""
+    `resume`, a run picks up from it. `on_epoch_end(history_row)` runs after each checkpoint.
+    `item_llm` (the Item LLM's config) is needed only with `model.finetune_item_llm`."""
     if train_config.loss not in {"ce", "sampled"}:
         raise ValueError(f"train.loss: expected ce or sampled, got {train_config.loss!r}")
     out_dir = Path(out_dir)
@@ -217,9 +255,8 @@ def train(
     random.seed(train_config.seed)
 
     model = RecommendationLLM(model_config, data.n_items, text_embeddings).to(train_config.device)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay
-    )
+    _attach_item_llm(model, data, item_llm)
+    optimizer = _optimizer(model, train_config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_schedule(train_config.warmup_steps)
     )
@@ -229,6 +266,7 @@ def train(
     else:
         state = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "best_weights": None}
         state.update(bad_epochs=0, history=[], finished=False)
+    model.items.refresh()
 
     sequences = data.train_sequences()
     while not state["finished"] and state["epoch"] < train_config.epochs:
@@ -236,6 +274,7 @@ def train(
         started = time.perf_counter()
         windows = epoch_windows(sequences, train_config, model_config.max_len, epoch)
         loss = _train_epoch(model, optimizer, scheduler, windows, train_config, progress, epoch)
+        model.items.refresh()  # a fine-tuned Item LLM's table, from this epoch's weights
         metrics = evaluate(model, data, "valid", train_config.eval_batch_size)
         row = {"epoch": epoch, "loss": loss, **{f"valid_{k}": v for k, v in metrics.items()}}
         row["seconds"] = time.perf_counter() - started
@@ -251,6 +290,7 @@ def train(
 
     if state["best_weights"] is not None:
         model.load_state_dict(state["best_weights"])
+    model.items.tower = None  # its work is in the text table; the model is what load_model gives
     save_model(model, out_dir)
     return TrainResult(model=model, best_epoch=state["best_epoch"], history=state["history"])
 
@@ -258,7 +298,8 @@ def train(
 def save_model(model: RecommendationLLM, out_dir: str | Path) -> None:
     """`model.pt` (state dict, item text embeddings included) + `model_config.json`."""
     out_dir = Path(out_dir)
-    _atomic_save(model.state_dict(), out_dir / MODEL_FILE)
+    weights = {k: v for k, v in model.state_dict().items() if not k.startswith(TOWER_PREFIX)}
+    _atomic_save(weights, out_dir / MODEL_FILE)
     description = {
         "model": dataclasses.asdict(model.config),
         "n_items": model.n_items,

@@ -83,11 +83,47 @@ def test_beam_ranks_drop_history_and_count_misses_beyond_k():
     assert ranks.tolist() == [2, 50]  # item 3 was seen; target 9 is not among the beams
 
 
-def test_tiny_generative_model_overfits_training_targets():
+TITLES = ["toy story", "jumanji", "heat", "sabrina", "casino", "comedy drama", "toy", "heat heat"]
+
+
+def test_text_prompt_shows_each_history_item_as_id_tokens_then_its_text(tiny_model):
+    data = cyclic_data(8, 16)
+    config = GenerativeConfig(hidden_size=16, num_layers=1, num_heads=2, digit_base=3)
+    config.prompt, config.tokenizer, config.text_tokens = "text", tiny_model, 1
+    codes = sequential_codes(data.train_sequences(), data.n_items, 3)
+    model = GenerativeRecommender(config, codes, TITLES)
+    ids_only = GenerativeRecommender(GenerativeConfig(digit_base=3), codes)
+
+    tokens = model.encoder_inputs([np.array([5, 2])])["input_ids"][0].tolist()
+    first_word = {5: "comedy", 2: "heat"}  # text_tokens=1 keeps each title's first word
+    vocab = model_tokenizer_vocab(tiny_model)
+    expected = []
+    for item in (5, 2):
+        expected += [*codes.tokens()[item].tolist(), codes.vocab_size + vocab[first_word[item]]]
+    assert tokens == expected
+    assert model.vocab_size == codes.vocab_size + len(vocab)
+    assert ids_only.encoder_inputs([np.array([5, 2])])["input_ids"][0].tolist() == [
+        *codes.tokens()[5].tolist(),
+        *codes.tokens()[2].tolist(),
+    ]
+    with pytest.raises(ValueError, match="one text per item"):
+        GenerativeRecommender(config, codes, TITLES[:3])
+
+
+def model_tokenizer_vocab(path: str) -> dict[str, int]:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path).get_vocab()
+
+
+@pytest.mark.parametrize("prompt", ["ids", "text"])
+def test_tiny_generative_model_overfits_training_targets(prompt, tiny_model):
     data = cyclic_data(8, 16)
     torch.manual_seed(0)
     config = GenerativeConfig(hidden_size=32, num_layers=1, num_heads=2, dropout=0.0)
-    model = GenerativeRecommender(config, sequential_codes(data.train_sequences(), 8, base=3))
+    config.prompt, config.tokenizer = prompt, tiny_model
+    codes = sequential_codes(data.train_sequences(), 8, base=3)
+    model = GenerativeRecommender(config, codes, TITLES)
     sequences = data.train_sequences()
     examples = training_examples(sequences, 0, np.random.default_rng(0))
     histories = [sequences[user][:position] for user, position in examples]

@@ -44,6 +44,7 @@ def test_quick_bench_writes_json_markdown_plots_and_mlflow(tmp_path: Path) -> No
     assert set(section["inference_ratio"]) == {
         "generative_sequential/lite_llm4rec",
         "generative_semantic/lite_llm4rec",
+        "generative_text/lite_llm4rec",
         "generative_sequential/generative_head",
     }
     assert set(section["item_quality"]) == {"pretrained", "random_init"}

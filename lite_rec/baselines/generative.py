@@ -1,8 +1,11 @@
 """A P5/TIGER-style generative recommender: a T5 encoder reads the history as item-id tokens,
 and the decoder generates the next item's id tokens with beam search (beam width = K),
-constrained by a prefix trie so that every beam is a valid item. `decoding="head"` swaps the
-decoder and beam search for a projection head over the same encoder (one score per item in one
-step), isolating what beam-search decoding costs and buys.
+constrained by a prefix trie so that every beam is a valid item. With `prompt="text"` the
+history is a P5-style text prompt instead: each item's id tokens followed by its text (title,
+genres...) in the Item LLM tokenizer's word pieces, so the model re-reads every history item's
+text for every request, as LLM recommenders that take item text in their prompt do.
+`decoding="head"` swaps the decoder and beam search for a projection head over the same encoder
+(one score per item in one step), isolating what beam-search decoding costs and buys.
 
 Evaluation uses the same leave-one-out splits and `ranking_metrics` as the other models. A
 generative model ranks only the items its K beams reach: the target's rank is its position among
@@ -37,12 +40,16 @@ from lite_rec.sequences import SequenceData
 
 ID_SCHEMES = ("sequential", "semantic")
 DECODINGS = ("beam", "head")
+PROMPTS = ("ids", "text")
 
 
 @dataclass
 class GenerativeConfig:
     id_scheme: str = "sequential"  # sequential (P5 sequential indexing) | semantic (TIGER)
     decoding: str = "beam"  # beam (T5 decoder, beam search) | head (T5 encoder + projection)
+    prompt: str = "ids"  # ids: id tokens per history item | text: id tokens + the item's text
+    text_tokens: int = 16  # prompt=text: word pieces of each item's text, at most
+    tokenizer: str = "sentence-transformers/all-MiniLM-L6-v2"  # prompt=text: the Item LLM's
     digit_base: int = 10  # sequential: the base the item number is written in
     codebook_size: int = 16  # semantic: k-means clusters per level
     semantic_levels: int = 2  # semantic: k-means levels (a disambiguation code follows)
@@ -72,11 +79,11 @@ def item_codes(
     )
 
 
-def t5_config(config: GenerativeConfig, codes: ItemCodes):
+def t5_config(config: GenerativeConfig, vocab_size: int):
     from transformers import T5Config
 
     return T5Config(
-        vocab_size=codes.vocab_size,
+        vocab_size=vocab_size,
         d_model=config.hidden_size,
         d_kv=config.hidden_size // config.num_heads,
         d_ff=4 * config.hidden_size,
@@ -90,29 +97,66 @@ def t5_config(config: GenerativeConfig, codes: ItemCodes):
     )
 
 
+def text_prompt_tokens(
+    texts: Sequence[str], config: GenerativeConfig, first_token: int
+) -> tuple[list[np.ndarray], int]:
+    """Each item's text as at most `config.text_tokens` word pieces of the Item LLM's
+    tokenizer, shifted to start at `first_token` (after the id tokens).
+    -> (token array per item, number of text tokens in the vocabulary)"""
+    from transformers import AutoTokenizer
+
+    from lite_rec.item_embeddings import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.tokenizer))
+    pieces = tokenizer(
+        list(texts), add_special_tokens=False, truncation=True, max_length=config.text_tokens
+    )["input_ids"]
+    return [np.asarray(p, dtype=np.int64) + first_token for p in pieces], len(tokenizer)
+
+
 class ItemTokenEncoderInputs(nn.Module):
     """What both decodings share: item codes and how a history becomes encoder tokens."""
 
-    def __init__(self, config: GenerativeConfig, codes: ItemCodes):
+    def __init__(
+        self, config: GenerativeConfig, codes: ItemCodes, texts: Sequence[str] | None = None
+    ):
         super().__init__()
+        if config.prompt not in PROMPTS:
+            raise ValueError(f"generative prompt: expected one of {PROMPTS}, got {config.prompt!r}")
         self.config = config
         self.codes = codes
         self.item_tokens = codes.tokens()  # (n_items, L)
         self.n_items = len(self.item_tokens)
+        self.vocab_size = codes.vocab_size
+        self.prompt_tokens = list(self.item_tokens)  # per item: the tokens a history shows
+        if config.prompt == "text":
+            if texts is None or len(texts) != self.n_items:
+                raise ValueError("generative prompt=text needs one text per item")
+            pieces, text_vocab = text_prompt_tokens(texts, config, codes.vocab_size)
+            self.prompt_tokens = [
+                np.concatenate([ids, text])
+                for ids, text in zip(self.item_tokens, pieces, strict=True)
+            ]
+            self.vocab_size += text_vocab
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
     def encoder_inputs(self, histories: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
-        """The last `max_len` items of each history as their id tokens, oldest first,
-        right-padded. -> input_ids, attention_mask (B, max items * L)"""
-        levels = self.codes.levels
-        kept = [np.asarray(h, dtype=np.int64)[-self.config.max_len :] for h in histories]
-        width = max(max((len(h) for h in kept), default=0), 1) * levels
-        input_ids = np.full((len(kept), width), PAD_TOKEN, dtype=np.int64)
-        for row, history in enumerate(kept):
-            input_ids[row, : len(history) * levels] = self.item_tokens[history].reshape(-1)
+        """The last `max_len` items of each history as their prompt tokens (id tokens, then
+        text with prompt=text), oldest first, right-padded. -> input_ids, attention_mask (B, T)"""
+        prompts = [
+            np.concatenate(
+                [self.prompt_tokens[i] for i in np.asarray(h)[-self.config.max_len :]]
+                or [np.empty(0, dtype=np.int64)]
+            )
+            for h in histories
+        ]
+        width = max(max((len(p) for p in prompts), default=0), 1)
+        input_ids = np.full((len(prompts), width), PAD_TOKEN, dtype=np.int64)
+        for row, prompt in enumerate(prompts):
+            input_ids[row, : len(prompt)] = prompt
         input_ids = torch.from_numpy(input_ids).to(self.device)
         return {"input_ids": input_ids, "attention_mask": (input_ids != PAD_TOKEN).long()}
 
@@ -120,12 +164,14 @@ class ItemTokenEncoderInputs(nn.Module):
 class GenerativeRecommender(ItemTokenEncoderInputs):
     """T5 over item-id tokens; `recommend` runs trie-constrained beam search."""
 
-    def __init__(self, config: GenerativeConfig, codes: ItemCodes):
-        super().__init__(config, codes)
+    def __init__(
+        self, config: GenerativeConfig, codes: ItemCodes, texts: Sequence[str] | None = None
+    ):
+        super().__init__(config, codes, texts)
         from transformers import T5ForConditionalGeneration
 
         self.trie = PrefixTrie(self.item_tokens)
-        self.t5 = T5ForConditionalGeneration(t5_config(config, codes))
+        self.t5 = T5ForConditionalGeneration(t5_config(config, self.vocab_size))
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Teacher-forced cross-entropy of the target's id tokens."""
@@ -168,11 +214,13 @@ class EncoderHeadRecommender(ItemTokenEncoderInputs):
     """The generative model's T5 encoder with a projection head instead of a decoder: the
     mean of the encoder's token states scored against every item at once."""
 
-    def __init__(self, config: GenerativeConfig, codes: ItemCodes):
-        super().__init__(config, codes)
+    def __init__(
+        self, config: GenerativeConfig, codes: ItemCodes, texts: Sequence[str] | None = None
+    ):
+        super().__init__(config, codes, texts)
         from transformers import T5EncoderModel
 
-        self.encoder = T5EncoderModel(t5_config(config, codes))
+        self.encoder = T5EncoderModel(t5_config(config, self.vocab_size))
         self.head = nn.Linear(config.hidden_size, self.n_items)
 
     def users(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -243,10 +291,12 @@ def train_generative(
     train_config: TrainConfig,
     text_embeddings: np.ndarray | None = None,
     log: Callable[[str], None] | None = None,
+    texts: Sequence[str] | None = None,
 ) -> FitResult:
     """Teacher-forced training on (history -> next item) for the training positions, batches
     of similar history length in shuffled order, `config.epochs` at most (the rest of
-    `train_config` applies); the best epoch by validation NDCG@10."""
+    `train_config` applies); the best epoch by validation NDCG@10. `texts` (one per item) are
+    needed with `config.prompt="text"`."""
     seed_everything(train_config.seed)
     if config.decoding not in DECODINGS:
         raise ValueError(
@@ -254,7 +304,8 @@ def train_generative(
         )
     codes = item_codes(data, config, text_embeddings, train_config.seed)
     beam = config.decoding == "beam"
-    model = GenerativeRecommender(config, codes) if beam else EncoderHeadRecommender(config, codes)
+    recommender = GenerativeRecommender if beam else EncoderHeadRecommender
+    model = recommender(config, codes, texts)
     sequences = data.train_sequences()
 
     def batches(epoch: int) -> Iterator[Batch]:

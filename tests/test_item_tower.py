@@ -1,0 +1,152 @@
+"""Fine-tuning the Item LLM's last layers jointly with the Recommendation LLM."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lite_rec import item_tower
+from lite_rec.config import ItemLLMConfig, ModelConfig, TrainConfig
+from lite_rec.evaluate import evaluate
+from lite_rec.item_embeddings import ItemEncoder, item_embeddings
+from lite_rec.item_tower import ItemTower
+from lite_rec.train import load_model, train
+from tests.conftest import cyclic_data
+
+WORDS = "toy story jumanji heat sabrina casino comedy drama adventure".split()
+N_ITEMS = 12
+
+
+def titled_data():
+    """Cyclic sequences over items whose titles are 1-4 words, so token lengths differ."""
+    data = cyclic_data(n_items=N_ITEMS, n_users=40, min_length=5, spread=4)
+    titles = [" ".join(WORDS[(i + j) % len(WORDS)] for j in range(1 + i % 4)) for i in range(12)]
+    items = pd.DataFrame({"item_id": data.item_ids, "title": titles})
+    return dataclasses.replace(data, items=items)
+
+
+def texts(data) -> list[str]:
+    return [f"title: {title}" for title in data.items["title"]]
+
+
+def configs(tiny_model: str, **model_changes):
+    item_llm = ItemLLMConfig(model=tiny_model, max_length=16, batch_size=5)
+    model = ModelConfig(
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        dropout=0.1,
+        max_len=6,
+        finetune_item_llm=True,
+        **model_changes,
+    )
+    train_config = TrainConfig(epochs=3, batch_size=16, lr=1e-2, warmup_steps=2, patience=100)
+    return item_llm, model, dataclasses.replace(train_config, item_llm_lr=1e-2)
+
+
+def test_tower_reproduces_the_frozen_encoder_and_trains_only_its_last_layers(tiny_model):
+    data = titled_data()
+    encoder = ItemEncoder(tiny_model, max_length=16)
+    frozen = encoder.encode(texts(data), progress=False)
+    tower = ItemTower(encoder, texts(data), layers=1, batch_size=5)
+
+    assert tower.top is not None  # BERT splits: the lower layer ran once, into `prefix`
+    assert torch.allclose(tower.embed_all(), frozen, atol=1e-5)
+    assert torch.allclose(tower.eval()(torch.tensor([7, 2, 11])), frozen[[7, 2, 11]], atol=1e-5)
+    trainable = [name for name, p in tower.named_parameters() if p.requires_grad]
+    assert trainable and all(name.startswith("top.encoder.layer.0.") for name in trainable)
+    assert len(tower.top.encoder.layer) == 1
+    tower(torch.tensor([0, 3])).sum().backward()
+    assert all(p.grad is not None for p in tower.parameters() if p.requires_grad)
+
+
+def test_a_model_that_does_not_split_runs_the_whole_encoder(tiny_model, monkeypatch):
+    monkeypatch.setattr(item_tower, "_top_model", lambda *args: None)
+    data = titled_data()
+    encoder = ItemEncoder(tiny_model, max_length=16)
+    frozen = encoder.encode(texts(data), progress=False)
+    tower = ItemTower(encoder, texts(data), layers=1, batch_size=5)
+
+    assert tower.top is None and tower.encoder is encoder
+    assert torch.allclose(tower.embed_all(), frozen, atol=1e-5)
+    trainable = {name for name, p in tower.named_parameters() if p.requires_grad}
+    assert trainable and all(".layer.1." in name for name in trainable), trainable
+
+
+def test_step_items_are_the_batch_items_capped_at_random():
+    tower = ItemTower.__new__(ItemTower)
+    torch.nn.Module.__init__(tower)
+    tower.items_per_step = 0
+    batch = torch.tensor([[3, 5, 0], [5, 9, 0]])  # internal indices, 0 = padding
+    assert tower.step_items(batch).tolist() == [2, 4, 8]
+    tower.items_per_step = 2
+    capped = tower.step_items(batch)
+    assert len(capped) == 2 and set(capped.tolist()) <= {2, 4, 8}
+
+
+def test_finetuning_changes_the_item_table_and_the_saved_model_reloads(tmp_path, tiny_model):
+    data = titled_data()
+    item_llm, model_config, train_config = configs(tiny_model)
+    frozen, _ = item_embeddings(data.items, item_llm, tmp_path / "cache")
+    result = train(
+        data, frozen, model_config, train_config, tmp_path / "m", progress=False, item_llm=item_llm
+    )
+
+    table = result.model.items.text[1:]
+    assert not torch.allclose(table, torch.as_tensor(frozen), atol=1e-3)  # the Item LLM moved
+    assert result.model.items.tower is None
+    reloaded = load_model(tmp_path / "m")
+    assert not any(key.startswith("items.tower") for key in reloaded.state_dict())
+    assert torch.equal(reloaded.items.text, result.model.items.text)
+    assert evaluate(reloaded, data, "test") == evaluate(result.model, data, "test")
+    # The frozen model with the same seed ends elsewhere: fine-tuning took part in training.
+    frozen_config = dataclasses.replace(model_config, finetune_item_llm=False)
+    baseline = train(data, frozen, frozen_config, train_config, tmp_path / "f", progress=False)
+    assert torch.equal(baseline.model.items.text[1:], torch.as_tensor(frozen))
+
+
+def test_finetuned_training_resumes_to_identical_weights(tmp_path, tiny_model):
+    data = titled_data()
+    item_llm, model_config, train_config = configs(tiny_model, finetune_items_per_step=4)
+    frozen, _ = item_embeddings(data.items, item_llm, tmp_path / "cache")
+    run = dict(progress=False, item_llm=item_llm)
+    straight = train(data, frozen, model_config, train_config, tmp_path / "a", **run)
+
+    def crash_after_epoch_2(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            data,
+            frozen,
+            model_config,
+            train_config,
+            tmp_path / "b",
+            on_epoch_end=crash_after_epoch_2,
+            **run,
+        )
+    resumed = train(data, frozen, model_config, train_config, tmp_path / "b", **run)
+
+    expected, actual = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    last_a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
+    last_b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
+    assert any(k.startswith("items.tower.top.") for k in last_a)  # checkpoints keep the layers
+    assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
+
+
+def test_finetuning_needs_text_and_the_item_llm_config(tmp_path, tiny_model):
+    data = titled_data()
+    item_llm, model_config, train_config = configs(tiny_model)
+    frozen = np.zeros((N_ITEMS, 16), dtype=np.float32)
+    with pytest.raises(ValueError, match="needs the item_llm config"):
+        train(data, frozen, model_config, train_config, tmp_path / "a", progress=False)
+    id_only = dataclasses.replace(model_config, item_repr="id")
+    with pytest.raises(ValueError, match="item_repr text or text\\+id"):
+        train(data, None, id_only, train_config, tmp_path / "b", item_llm=item_llm)
+    too_deep = dataclasses.replace(model_config, finetune_layers=3)
+    with pytest.raises(ValueError, match="finetune_layers=3, but .* has 2 layers"):
+        train(data, frozen, too_deep, train_config, tmp_path / "c", item_llm=item_llm)
