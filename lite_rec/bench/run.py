@@ -1,0 +1,253 @@
+"""Running the benchmark: each dataset prepared and embedded once, each model trained, timed
+and scored on it, and the results written (`run_bench`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import platform
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+
+from lite_rec.baselines.generative import GenerativeConfig
+from lite_rec.baselines.random_item_llm import random_item_embeddings
+from lite_rec.bench.models import (
+    BEAM_MODELS,
+    MODELS,
+    REFERENCE,
+    SAME_ENCODER,
+    TIMED_KS,
+    TIMING_REPEATS,
+    TRAINERS,
+    BenchData,
+)
+from lite_rec.bench.report import log_bench, model_sizes, plot_results, results_markdown
+from lite_rec.config import PROJECT_ROOT, Config
+from lite_rec.item_embeddings import item_embeddings
+from lite_rec.item_quality import genre_neighbour_agreement, item_genres
+from lite_rec.prepare import prepare
+from lite_rec.sequences import load_sequences
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATASETS = ["ml-latest-small"]
+
+
+class PeakMemory:
+    """The process's peak resident memory while the block runs, sampled every 20 ms."""
+
+    def __enter__(self) -> PeakMemory:
+        self._process = psutil.Process()
+        self.start_mib = self.peak_mib = self._process.memory_info().rss / 2**20
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak_mib = max(self.peak_mib, self._process.memory_info().rss / 2**20)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mib = max(self.peak_mib, self._process.memory_info().rss / 2**20)
+
+
+def run_model(name: str, bench: BenchData) -> dict[str, Any]:
+    """Train one model, then time its top-10 and top-20 lists for every test user and score
+    it; one row of the results table."""
+    histories, _ = bench.data.histories_and_targets("test")
+    with PeakMemory() as memory:
+        started = time.perf_counter()
+        run = TRAINERS[name](bench)
+        train_seconds = time.perf_counter() - started
+        run.recommend(histories[:8], max(TIMED_KS))  # warm-up: lazy initialisation
+        seconds, top = {}, None
+        for k in TIMED_KS:
+            runs = []
+            for _ in range(TIMING_REPEATS):
+                started = time.perf_counter()
+                top = run.recommend(histories, k)
+                runs.append(time.perf_counter() - started)
+            seconds[k] = statistics.median(runs)
+        metrics = run.test_metrics(top)
+    parameters = sum(p.numel() for p in run.model.parameters())
+    row = {
+        "model": name,
+        "description": MODELS[name],
+        "parameters": parameters,
+        **{f"test_{k}": v for k, v in metrics.items()},
+        "train_seconds": train_seconds,
+        "best_epoch": run.best_epoch,
+        "epochs": len(run.history),
+        **{
+            f"infer_seconds_per_1000_users_k{k}": s / len(histories) * 1000
+            for k, s in seconds.items()
+        },
+        "peak_rss_mib": memory.peak_mib,
+        "rss_before_mib": memory.start_mib,
+        "history": run.history,
+    }
+    log.info("%s: test recall@10 %.4f, %.1f s training", name, metrics["recall@10"], train_seconds)
+    return row
+
+
+def dataset_source(name: str) -> Path:
+    """A dataset by path, by name under data/raw (embedded), or by name under
+    ../shared/datasets."""
+    for candidate in (
+        Path(name),
+        PROJECT_ROOT / "data" / "raw" / name,
+        PROJECT_ROOT.parent / "shared" / "datasets" / name,
+    ):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"dataset {name!r}: not a directory, nor in data/raw or ../shared/datasets"
+    )
+
+
+def inference_ratios(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """`<beam model>/<reference>` -> {k10, k20}: the beam-search model's inference time over
+    Lite-LLM4Rec's, and over its own encoder with a projection head (generative_head)."""
+    pairs = [(beam, REFERENCE) for beam in BEAM_MODELS]
+    pairs += [(beam, head) for head, beam in SAME_ENCODER.items()]
+    return {
+        f"{beam}/{reference}": {
+            f"k{k}": rows[beam][f"infer_seconds_per_1000_users_k{k}"]
+            / rows[reference][f"infer_seconds_per_1000_users_k{k}"]
+            for k in TIMED_KS
+        }
+        for beam, reference in pairs
+        if beam in rows and reference in rows
+    }
+
+
+def item_quality(bench: BenchData) -> dict[str, Any]:
+    """Genre agreement of Item LLM neighbours (k=10), pretrained and (when the ablation runs)
+    randomly initialised; empty when the items have no genres (only MovieLens has them)."""
+    if "genres" not in bench.data.items.columns:
+        return {}
+    genres = item_genres(bench.data.items)
+    k = min(10, sum(bool(g) for g in genres) - 1)  # tiny catalogs have fewer neighbours
+    if k < 1:
+        return {}
+    quality = {"pretrained": genre_neighbour_agreement(bench.embeddings, genres, k)}
+    if bench.random_embeddings is not None:
+        quality["random_init"] = genre_neighbour_agreement(bench.random_embeddings, genres, k)
+    return quality
+
+
+def bench_dataset(
+    name: str,
+    models: list[str],
+    config: Config,
+    generative: GenerativeConfig,
+    work_dir: Path,
+    cache_dir: Path,
+) -> dict[str, Any]:
+    """Every model on one dataset; the dataset's section of results.json."""
+    processed = work_dir / Path(name).name / "processed"
+    if not (processed / "stats.json").is_file():
+        prepare(dataset_source(name), processed, config.data.format, config.data.k_core)
+    data = load_sequences(processed)
+    # Item vectors are computed (or read from the cache) before any model's clock starts.
+    embeddings, _ = item_embeddings(data.items, config.item_llm, cache_dir)
+    random_embeddings = (
+        random_item_embeddings(data.items, config.item_llm, cache_dir, config.train.seed)
+        if "lite_random_item_llm" in models
+        else None
+    )
+    label = Path(name).name
+    bench = BenchData(
+        label, data, embeddings, random_embeddings, config, generative, work_dir / label, cache_dir
+    )
+    rows = {model: run_model(model, bench) for model in models}
+    return {
+        "stats": json.loads((processed / "stats.json").read_text()),
+        "models": rows,
+        "inference_ratio": inference_ratios(rows),
+        "item_quality": item_quality(bench),
+    }
+
+
+def generative_config(
+    config: Config, epochs: int = 30, examples_per_user: int = 0
+) -> GenerativeConfig:
+    """The generative baseline at the Recommendation LLM's width, depth and head count."""
+    model = config.model
+    return GenerativeConfig(
+        hidden_size=model.hidden_size,
+        num_layers=model.num_layers,
+        num_heads=model.num_heads,
+        epochs=epochs,
+        examples_per_user=examples_per_user,
+    )
+
+
+def run_bench(
+    datasets: list[str],
+    models: list[str],
+    out_dir: str | Path,
+    config: Config,
+    generative: GenerativeConfig,
+    work_dir: str | Path = PROJECT_ROOT / "cache" / "bench",
+    cache_dir: str | Path = PROJECT_ROOT / "cache" / "item_embeddings",
+    tracking=None,
+    quick: bool = False,
+    command: str = "lite-rec bench",
+) -> dict[str, Any]:
+    """Benchmark `models` on `datasets`; write results.json, results.md and the PNGs into
+    `out_dir`, and log them to MLflow when `tracking` (a `Tracking`) is given. With `quick`,
+    every model trains at most 2 epochs (generative: 1, on 5 targets per user): a smoke run."""
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
+    if quick:
+        config = dataclasses.replace(
+            config, train=dataclasses.replace(config.train, epochs=min(config.train.epochs, 2))
+        )
+        generative = dataclasses.replace(generative, epochs=1, examples_per_user=5)
+    if config.train.threads > 0:
+        torch.set_num_threads(config.train.threads)
+    # Imported up front, so that no model's training time includes importing its architecture.
+    from transformers import BertModel, GPT2Model, T5ForConditionalGeneration  # noqa: F401
+
+    out_dir, work_dir = Path(out_dir), Path(work_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "command": command,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+        },
+        "settings": {
+            "quick": quick,
+            "models": models,
+            "config": config.to_dict(),
+            "generative": dataclasses.asdict(generative),
+            "sizes": model_sizes(config, generative),
+        },
+        "datasets": {},
+    }
+    plots = []
+    for name in datasets:
+        section = bench_dataset(name, models, config, generative, work_dir, Path(cache_dir))
+        results["datasets"][Path(name).name] = section
+        plots += plot_results(section, Path(name).name, out_dir)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out_dir / "results.md").write_text(results_markdown(results))
+    if tracking is not None:
+        log_bench(results, out_dir, plots, tracking)
+    return results
