@@ -55,7 +55,7 @@ def inference(model, data, k: int = 10) -> dict[str, float]:
     }
 
 
-def bench_dataset(source: Path, work: Path, overrides: list[str]) -> dict:
+def bench_dataset(source: Path, work: Path, overrides: list[str], reprs: list[str]) -> dict:
     row: dict = {"dataset": source.name}
     start = time.perf_counter()
     prepare(source, work / "data")
@@ -66,7 +66,7 @@ def bench_dataset(source: Path, work: Path, overrides: list[str]) -> dict:
     # A fresh cache: the timing includes encoding every item once.
     embeddings, report = item_embeddings(data.items, config.item_llm, work / "cache")
     row["embed_s"], row["encoded_items"] = time.perf_counter() - start, report.encoded
-    for item_repr in ("text+id", "id"):
+    for item_repr in reprs:
         config = load_config(overrides=[*overrides, f"model.item_repr={item_repr}"])
         start = time.perf_counter()
         result = train(
@@ -77,6 +77,7 @@ def bench_dataset(source: Path, work: Path, overrides: list[str]) -> dict:
             work / item_repr,
             resume=False,
             progress=False,
+            item_llm=config.item_llm,
         )
         seconds = time.perf_counter() - start
         test = evaluate(result.model, data, "test", config.train.eval_batch_size)
@@ -99,7 +100,7 @@ def markdown(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        for item_repr in ("text+id", "id"):
+        for item_repr in [key for key in ("text+id", "id", "text") if key in row]:
             r = row[item_repr]
             lines.append(
                 f"| {row['dataset']} | {item_repr} | {r['recall@10']:.4f} | {r['ndcg@10']:.4f} | "
@@ -116,17 +117,25 @@ def main() -> None:
     parser.add_argument("sources", nargs="+", type=Path, help="raw dataset directories")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench/results/model")
     parser.add_argument("--set", action="append", default=[], help="config override")
+    parser.add_argument(
+        "--reprs", default="text+id,id", help="model.item_repr values to train, comma-separated"
+    )
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     rows = []
     for source in args.sources:
         work = Path(tempfile.mkdtemp(prefix="bench-model-"))
         try:
-            rows.append(bench_dataset(source, work, args.set))
+            rows.append(bench_dataset(source, work, args.set, args.reprs.split(",")))
         finally:
             shutil.rmtree(work, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"command": " ".join(sys.argv), "cpus": os.cpu_count(), "torch": torch.__version__}
+    meta = {
+        "command": " ".join(sys.argv),
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
     (args.out / "results.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
     (args.out / "results.md").write_text(f"`{meta['command']}`\n\n" + markdown(rows))
     print(markdown(rows))
