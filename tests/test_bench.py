@@ -3,7 +3,10 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from lite_rec.bench import MODELS, inference_ratios
+from lite_rec.bench.models import TRAINERS
 from lite_rec.cli import main
 from orchestration.assets.bench import benchmark
 from orchestration.definitions import defs
@@ -35,6 +38,7 @@ def test_quick_bench_writes_json_markdown_plots_and_mlflow(tmp_path: Path) -> No
     )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
+    assert results["complete"] is True
     section = results["datasets"]["tiny"]
     assert list(section["models"]) == list(MODELS)
     for row in section["models"].values():
@@ -53,6 +57,28 @@ def test_quick_bench_writes_json_markdown_plots_and_mlflow(tmp_path: Path) -> No
     for name in ("tiny_accuracy_vs_time.png", "tiny_learning_curves.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "mlflow.db").exists()
+
+
+def test_a_bench_stopped_part_way_keeps_the_models_it_finished(tmp_path, monkeypatch) -> None:
+    def crash(bench):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(TRAINERS, "lite_text", crash)
+    source = write_movielens(tmp_path / "tiny", users=8, items=8)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        main(
+            [
+                "bench",
+                *("--datasets", str(source), "--quick", "--out", str(out), "--no-mlflow"),
+                *("--models", "lite_id,lite_text", "--work-dir", str(tmp_path / "work")),
+                *("--cache", str(tmp_path / "cache"), "--set", "model.hidden_size=16"),
+            ]
+        )
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] is False
+    assert list(results["datasets"]["tiny"]["models"]) == ["lite_id"]
+    assert "**Incomplete" in (out / "results.md").read_text()
 
 
 def test_inference_ratio_is_generative_time_over_lite_llm4rec_time() -> None:

@@ -31,6 +31,11 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"{TIMING_REPEATS} runs; peak RSS is the whole process's while the model trained and ran.",
         "",
     ]
+    if not results.get("complete"):
+        lines += [
+            "**Incomplete: the run stopped or is still running; unlisted models have not run.**",
+            "",
+        ]
     columns = ["model", "parameters", *METRICS, "train s", "epochs", "infer s/1k K=10"]
     columns += ["infer s/1k K=20", "peak RSS MiB"]
     for dataset, section in results["datasets"].items():

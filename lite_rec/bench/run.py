@@ -11,6 +11,7 @@ import platform
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +155,10 @@ def bench_dataset(
     generative: GenerativeConfig,
     work_dir: Path,
     cache_dir: Path,
+    on_model_done: Callable[[dict[str, Any]], None] = lambda section: None,
 ) -> dict[str, Any]:
-    """Every model on one dataset; the dataset's section of results.json."""
+    """Every model on one dataset; the dataset's section of results.json, which
+    `on_model_done(section)` receives, partly filled, after each model."""
     processed = work_dir / Path(name).name / "processed"
     if not (processed / "stats.json").is_file():
         prepare(dataset_source(name), processed, config.data.format, config.data.k_core)
@@ -171,13 +174,17 @@ def bench_dataset(
     bench = BenchData(
         label, data, embeddings, random_embeddings, config, generative, work_dir / label, cache_dir
     )
-    rows = {model: run_model(model, bench) for model in models}
-    return {
+    section: dict[str, Any] = {
         "stats": json.loads((processed / "stats.json").read_text()),
-        "models": rows,
-        "inference_ratio": inference_ratios(rows),
+        "models": {},
+        "inference_ratio": {},
         "item_quality": item_quality(bench),
     }
+    for model in models:
+        section["models"][model] = run_model(model, bench)
+        section["inference_ratio"] = inference_ratios(section["models"])
+        on_model_done(section)
+    return section
 
 
 def generative_config(
@@ -240,14 +247,28 @@ def run_bench(
             "sizes": model_sizes(config, generative),
         },
         "datasets": {},
+        "complete": False,  # True once every model of every dataset has run
     }
+
+    def write_results() -> None:
+        # Rewritten after every model, so a run stopped part-way keeps what it measured.
+        (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+        (out_dir / "results.md").write_text(results_markdown(results))
+
     plots = []
     for name in datasets:
-        section = bench_dataset(name, models, config, generative, work_dir, Path(cache_dir))
-        results["datasets"][Path(name).name] = section
-        plots += plot_results(section, Path(name).name, out_dir)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out_dir / "results.md").write_text(results_markdown(results))
+        label = Path(name).name
+
+        def store(section: dict[str, Any], label: str = label) -> None:
+            results["datasets"][label] = section
+            write_results()
+
+        section = bench_dataset(
+            name, models, config, generative, work_dir, Path(cache_dir), on_model_done=store
+        )
+        plots += plot_results(section, label, out_dir)
+    results["complete"] = True
+    write_results()
     if tracking is not None:
         log_bench(results, out_dir, plots, tracking)
     return results
