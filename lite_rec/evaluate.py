@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -20,16 +20,6 @@ def _length_batches(histories: Sequence[np.ndarray], batch_size: int) -> Iterato
         yield order[start : start + batch_size]
 
 
-def _scorer(model) -> Callable[[list[np.ndarray]], torch.Tensor]:
-    """`model.score`, with a RecommendationLLM's item representations computed once for all
-    batches (the weights do not change). Other models (the baselines) score as they are."""
-    if not isinstance(model, RecommendationLLM):
-        return model.score
-    with torch.no_grad():
-        item_table = model.items()
-    return lambda histories: model.score(histories, item_table)
-
-
 def evaluate(
     model: RecommendationLLM, data: SequenceData, split: str, batch_size: int = 1024
 ) -> dict[str, float]:
@@ -37,11 +27,10 @@ def evaluate(
     catalog minus each user's history."""
     histories, targets = data.histories_and_targets(split)
     ranks = np.zeros(len(histories), dtype=np.int64)
-    score = _scorer(model)
     for users in _length_batches(histories, batch_size):
         batch_histories = [histories[u] for u in users]
         batch_targets = torch.from_numpy(targets[users])
-        scores = score(batch_histories)  # (B, n_items)
+        scores = model.score(batch_histories)  # (B, n_items)
         exclude_history_(scores, batch_histories, keep=batch_targets)
         ranks[users] = target_ranks(scores, batch_targets).cpu().numpy()
     return ranking_metrics(ranks)
@@ -64,10 +53,9 @@ def recommend(
     k = min(k, model.n_items)
     indices = np.zeros((len(histories), k), dtype=np.int64)
     scores = np.zeros((len(histories), k), dtype=np.float32)
-    score = _scorer(model)
     for users in _length_batches(histories, batch_size):
         batch_histories = [histories[u] for u in users]
-        batch_scores = score(batch_histories)  # (B, n_items)
+        batch_scores = model.score(batch_histories)  # (B, n_items)
         if exclude_history:
             exclude_history_(batch_scores, batch_histories)
         top = batch_scores.topk(k, dim=1)  # (B, k)

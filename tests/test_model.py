@@ -60,6 +60,8 @@ def reference_scores(model: RecommendationLLM, history: np.ndarray) -> torch.Ten
         {"item_repr": "text"},
         {"item_repr": "id", "head_mlp": False},
         {"item_repr": "text+id", "tie_output": False},
+        {"item_repr": "text+id", "num_layers": 1},
+        {"item_repr": "text+id", "num_layers": 3, "head_mlp": True},
     ],
 )
 def test_score_matches_brute_force(overrides):
@@ -71,11 +73,29 @@ def test_score_matches_brute_force(overrides):
     torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_score_accepts_a_precomputed_item_table():
+def test_scoring_an_empty_history_reads_the_padding_position():
     model = tiny_model()
     with torch.no_grad():
-        table = model.items()
-    torch.testing.assert_close(model.score(HISTORIES, table), model.score(HISTORIES))
+        states = model.backbone(inputs_embeds=model.items()[:1].unsqueeze(0)).last_hidden_state
+        expected = model.head(states[0, 0]) @ model.items()[1:].T
+    torch.testing.assert_close(model.score([np.array([], dtype=np.int64)])[0], expected)
+
+
+def test_the_cached_item_table_follows_every_weight_change():
+    model = tiny_model().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    first = model.score(HISTORIES)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    batch = {"input_ids": torch.tensor([[4, 2, 5]]), "target_ids": torch.tensor([[2, 5, 6]])}
+    model(batch).backward()
+    optimizer.step()  # updates the id embedding and text projection in place
+    fresh = RecommendationLLM(model.config, N_ITEMS, np.zeros((N_ITEMS, TEXT_DIM), np.float32))
+    fresh.load_state_dict(model.state_dict())
+    stepped = model.score(HISTORIES)
+    assert not torch.allclose(stepped, first)
+    torch.testing.assert_close(stepped, fresh.score(HISTORIES))
+    model.load_state_dict(before)
+    torch.testing.assert_close(model.score(HISTORIES), first)
 
 
 def test_score_runs_in_eval_mode_and_restores_training_mode():
