@@ -110,6 +110,15 @@ def resolve_model(name: str) -> str:
     return str(path) if (path / "config.json").is_file() else name
 
 
+def item_vectors(
+    hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str, normalize: bool
+) -> torch.Tensor:
+    """An encoder's token states (B, T, d) -> one vector per item (B, d), as the Item LLM
+    gives them: pooled, then L2-normalised when `normalize`."""
+    pooled = pool(hidden, attention_mask, pooling)
+    return nn.functional.normalize(pooled, dim=-1) if normalize else pooled
+
+
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, method: str) -> torch.Tensor:
     """(B, T, d) token states -> (B, d); padding never contributes."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
@@ -160,8 +169,7 @@ class ItemEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids -> (B, d) pooled vectors, with gradients where parameters allow."""
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        pooled = pool(hidden, attention_mask, self.pooling)  # (B, d)
-        return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+        return item_vectors(hidden, attention_mask, self.pooling, self.normalize)  # (B, d)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         device = next(self.parameters()).device

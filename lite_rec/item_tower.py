@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lite_rec.item_embeddings import ItemEncoder, pool
+from lite_rec.item_embeddings import ItemEncoder, item_vectors
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +87,10 @@ class ItemTower(nn.Module):
                 f"model.finetune_layers={layers}, but {encoder.name} has {len(layer_list)} layers"
             )
         self.split_at = len(layer_list) - layers  # hidden_states[split_at] feeds the top
-        top = _top_model(encoder.model, layer_list, layers)
-        if top is not None:
+        encoder.eval()  # as loaded; the split is computed and checked without dropout
+        self.top, self.encoder = _top_model(encoder.model, layer_list, layers), None
+        if self.top is not None:
             self.register_buffer("prefix", self._prefix(encoder), persistent=False)  # (n, T, d)
-            self.top, self.encoder = top, None
             if not self._split_matches(encoder):
                 log.warning(
                     "%s: running its last %d layers alone does not reproduce the encoder; "
@@ -98,29 +98,22 @@ class ItemTower(nn.Module):
                     encoder.name,
                     layers,
                 )
-                top = None
+                self.top = None
                 del self.prefix
-        if top is None:
-            self.top, self.encoder = None, encoder
-        # Otherwise the encoder is dropped here: the lower layers' work is all in `prefix`.
-        self._open_layers(layers)
+        if self.top is None:
+            self.encoder = encoder
+            encoder.unfreeze_last(layers)
+        else:  # the encoder is dropped: the lower layers' work is all in `prefix`
+            self.top.requires_grad_(True)
 
     @property
     def n_items(self) -> int:
         return self.input_ids.shape[0]
 
-    def _open_layers(self, layers: int) -> None:
-        if self.top is not None:
-            self.top.requires_grad_(True)
-            return
-        self.encoder.unfreeze_last(layers)
-
     @torch.no_grad()
     def _prefix(self, encoder: ItemEncoder) -> torch.Tensor:
         """Every item's hidden states entering the first trainable layer. -> (n, T, d)"""
         out = torch.zeros(*self.input_ids.shape, encoder.dim)
-        was_training = encoder.training
-        encoder.eval()
         for start in range(0, self.n_items, self.batch_size):
             rows = slice(start, start + self.batch_size)
             mask = self.attention_mask[rows]
@@ -131,19 +124,14 @@ class ItemTower(nn.Module):
                 output_hidden_states=True,
             ).hidden_states
             out[rows, :width] = states[self.split_at]
-        encoder.train(was_training)
         return out
 
     @torch.no_grad()
     def _split_matches(self, encoder: ItemEncoder) -> bool:
-        was_training = encoder.training
-        encoder.eval()
-        self.top.eval()
+        """Both in eval mode: `top` is a copy of the evaluating encoder."""
         items = torch.arange(min(SPLIT_CHECK_ITEMS, self.n_items))
         whole = encoder(self.input_ids[items], self.attention_mask[items])
-        split = self(items)
-        encoder.train(was_training)
-        return bool((whole - split).abs().max() <= SPLIT_TOLERANCE)
+        return bool((whole - self(items)).abs().max() <= SPLIT_TOLERANCE)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """(k,) item indices -> (k, d) vectors, with gradients into the trainable layers.
@@ -164,8 +152,7 @@ class ItemTower(nn.Module):
         if self.top is None:
             return self.encoder(self.input_ids[items, :width], mask)
         hidden = self.top(inputs_embeds=self.prefix[items, :width], attention_mask=mask)
-        pooled = pool(hidden.last_hidden_state, mask, self.pooling)  # (k, d)
-        return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+        return item_vectors(hidden.last_hidden_state, mask, self.pooling, self.normalize)
 
     @torch.no_grad()
     def embed_all(self) -> torch.Tensor:

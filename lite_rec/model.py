@@ -119,15 +119,20 @@ class ItemRepresentation(nn.Module):
         if self.tower is not None:
             self.text[1:] = self.tower.embed_all()
 
-    def forward(self, fresh: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, batch: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """The table of all item representations, padding row first. -> (n_items + 1, d)
 
-        `fresh` (k,) item indices: with a tower attached, these rows are re-encoded with
+        `batch`: a training batch (`input_ids`, `target_ids`). With a tower attached and in
+        training mode, the tower re-encodes its items (at most `items_per_step` of them) with
         gradients into the Item LLM; the others read the table."""
         table = 0.0
         if self.use_text:
             text = self.text  # (n_items + 1, d_text)
-            if fresh is not None and self.tower is not None:
+            if batch is not None and self.tower is not None and self.training:
+                batch_items = torch.cat(
+                    [batch["input_ids"].flatten(), batch["target_ids"].flatten()]
+                )
+                fresh = self.tower.step_items(batch_items)  # (k,) item indices
                 text = text.index_copy(0, fresh + 1, self.tower(fresh))
             table = table + self.text_projection(text)  # (n_items + 1, d)
         if self.use_id:
@@ -310,11 +315,7 @@ class RecommendationLLM(nn.Module):
         num_negatives = 0: softmax over the whole catalog; otherwise sampled softmax against
         that many uniformly drawn items shared across the batch (uniform, so logQ is constant)."""
         batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
-        fresh = None
-        if self.items.tower is not None and self.training:
-            item_ids = torch.cat([batch["input_ids"].flatten(), batch["target_ids"].flatten()])
-            fresh = self.items.tower.step_items(item_ids)  # (k,)
-        table = self.items(fresh)  # (n_items + 1, d)
+        table = self.items(batch)  # (n_items + 1, d)
         hidden = self.hidden_states(batch["input_ids"], table)  # (B, T, d)
         has_target = batch["target_ids"] > 0  # (B, T)
         users = self.head(hidden[has_target])  # (N, d)

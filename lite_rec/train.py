@@ -27,9 +27,6 @@ from lite_rec.sequences import SequenceData
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 MODEL_CONFIG_FILE = "model_config.json"
-# Fine-tuned Item LLM layers train with the model but are not saved with it: the text table they
-# produced is.
-TOWER_PREFIX = "items.tower."
 SELECTION_METRIC = "ndcg@10"
 # Train-config fields a resumed run may change without changing the result it converges to.
 RESUMABLE_CHANGES = {"epochs", "patience", "threads", "eval_batch_size", "device"}
@@ -266,7 +263,7 @@ def train(
     else:
         state = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "best_weights": None}
         state.update(bad_epochs=0, history=[], finished=False)
-    model.items.refresh()
+        model.items.refresh()  # a checkpoint already holds the table its weights produced
 
     sequences = data.train_sequences()
     while not state["finished"] and state["epoch"] < train_config.epochs:
@@ -290,7 +287,9 @@ def train(
 
     if state["best_weights"] is not None:
         model.load_state_dict(state["best_weights"])
-    model.items.tower = None  # its work is in the text table; the model is what load_model gives
+    # Fine-tuned Item LLM layers are not saved: the text table they produced is, so the model
+    # is what load_model gives.
+    model.items.tower = None
     save_model(model, out_dir)
     return TrainResult(model=model, best_epoch=state["best_epoch"], history=state["history"])
 
@@ -298,8 +297,7 @@ def train(
 def save_model(model: RecommendationLLM, out_dir: str | Path) -> None:
     """`model.pt` (state dict, item text embeddings included) + `model_config.json`."""
     out_dir = Path(out_dir)
-    weights = {k: v for k, v in model.state_dict().items() if not k.startswith(TOWER_PREFIX)}
-    _atomic_save(weights, out_dir / MODEL_FILE)
+    _atomic_save(model.state_dict(), out_dir / MODEL_FILE)
     description = {
         "model": dataclasses.asdict(model.config),
         "n_items": model.n_items,

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from lite_rec import item_tower
-from lite_rec.config import ItemLLMConfig, ModelConfig, TrainConfig
+from lite_rec.config import ItemLLMConfig
 from lite_rec.evaluate import evaluate
 from lite_rec.item_embeddings import ItemEncoder, item_embeddings
 from lite_rec.item_tower import ItemTower
 from lite_rec.train import load_model, train
 from tests.conftest import cyclic_data
+from tests.test_train import assert_resume_after_crash_is_identical, small_configs
 
 WORDS = "toy story jumanji heat sabrina casino comedy drama adventure".split()
 N_ITEMS = 12
@@ -32,18 +33,11 @@ def texts(data) -> list[str]:
 
 
 def configs(tiny_model: str, **model_changes):
+    """test_train's small setting with the Item LLM (the tiny BERT) fine-tuned."""
     item_llm = ItemLLMConfig(model=tiny_model, max_length=16, batch_size=5)
-    model = ModelConfig(
-        hidden_size=16,
-        num_layers=1,
-        num_heads=2,
-        dropout=0.1,
-        max_len=6,
-        finetune_item_llm=True,
-        **model_changes,
-    )
-    train_config = TrainConfig(epochs=3, batch_size=16, lr=1e-2, warmup_steps=2, patience=100)
-    return item_llm, model, dataclasses.replace(train_config, item_llm_lr=1e-2)
+    model, train_config = small_configs(item_llm_lr=1e-2)
+    model = dataclasses.replace(model, finetune_item_llm=True, **model_changes)
+    return item_llm, model, train_config
 
 
 def test_tower_reproduces_the_frozen_encoder_and_trains_only_its_last_layers(tiny_model):
@@ -111,31 +105,21 @@ def test_finetuned_training_resumes_to_identical_weights(tmp_path, tiny_model):
     data = titled_data()
     item_llm, model_config, train_config = configs(tiny_model, finetune_items_per_step=4)
     frozen, _ = item_embeddings(data.items, item_llm, tmp_path / "cache")
-    run = dict(progress=False, item_llm=item_llm)
-    straight = train(data, frozen, model_config, train_config, tmp_path / "a", **run)
-
-    def crash_after_epoch_2(row):
-        if row["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(
+    assert_resume_after_crash_is_identical(
+        lambda out, **kwargs: train(
             data,
             frozen,
             model_config,
             train_config,
-            tmp_path / "b",
-            on_epoch_end=crash_after_epoch_2,
-            **run,
-        )
-    resumed = train(data, frozen, model_config, train_config, tmp_path / "b", **run)
-
-    expected, actual = straight.model.state_dict(), resumed.model.state_dict()
-    assert all(torch.equal(expected[k], actual[k]) for k in expected)
-    last_a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
-    last_b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
-    assert any(k.startswith("items.tower.top.") for k in last_a)  # checkpoints keep the layers
-    assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
+            out,
+            progress=False,
+            item_llm=item_llm,
+            **kwargs,
+        ),
+        tmp_path,
+    )
+    last = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
+    assert any(k.startswith("items.tower.top.") for k in last)  # checkpoints keep the layers
 
 
 def test_finetuning_needs_text_and_the_item_llm_config(tmp_path, tiny_model):

@@ -44,30 +44,19 @@ def test_training_learns_cyclic_sequences(tmp_path):
     assert {"epoch", "loss", "valid_ndcg@10", "seconds"} <= set(trained.history[0])
 
 
-def test_resume_after_crash_gives_identical_weights(tmp_path):
-    data = cyclic_data(**DATA)
-    model_config, train_config = small_configs(epochs=4, loss="sampled", num_negatives=5)
-    straight = train(
-        data, text_embeddings(), model_config, train_config, tmp_path / "a", progress=False
-    )
+def assert_resume_after_crash_is_identical(run, tmp_path) -> None:
+    """`run(out_dir, **train_kwargs)` trains one fixed setting. A run killed after epoch 2 and
+    started again must end with the weights, last checkpoint and history of an uninterrupted
+    run."""
+    straight = run(tmp_path / "a")
 
     def crash_after_epoch_2(row):
         if row["epoch"] == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(
-            data,
-            text_embeddings(),
-            model_config,
-            train_config,
-            tmp_path / "b",
-            progress=False,
-            on_epoch_end=crash_after_epoch_2,
-        )
-    resumed = train(
-        data, text_embeddings(), model_config, train_config, tmp_path / "b", progress=False
-    )
+        run(tmp_path / "b", on_epoch_end=crash_after_epoch_2)
+    resumed = run(tmp_path / "b")
 
     assert straight.best_epoch == resumed.best_epoch
     expected, actual = straight.model.state_dict(), resumed.model.state_dict()
@@ -75,9 +64,21 @@ def test_resume_after_crash_gives_identical_weights(tmp_path):
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
     last_a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
     last_b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
+    assert last_a.keys() == last_b.keys()
     assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(straight.history) == strip(resumed.history)
+
+
+def test_resume_after_crash_gives_identical_weights(tmp_path):
+    data = cyclic_data(**DATA)
+    model_config, train_config = small_configs(epochs=4, loss="sampled", num_negatives=5)
+    assert_resume_after_crash_is_identical(
+        lambda out, **kwargs: train(
+            data, text_embeddings(), model_config, train_config, out, progress=False, **kwargs
+        ),
+        tmp_path,
+    )
 
 
 def test_resume_refuses_another_config(tmp_path):

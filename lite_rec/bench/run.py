@@ -155,10 +155,10 @@ def bench_dataset(
     generative: GenerativeConfig,
     work_dir: Path,
     cache_dir: Path,
-    on_model_done: Callable[[dict[str, Any]], None] = lambda section: None,
+    on_model_done: Callable[[str, dict[str, Any]], None] = lambda label, section: None,
 ) -> dict[str, Any]:
     """Every model on one dataset; the dataset's section of results.json, which
-    `on_model_done(section)` receives, partly filled, after each model."""
+    `on_model_done(label, section)` receives, partly filled, after each model."""
     processed = work_dir / Path(name).name / "processed"
     if not (processed / "stats.json").is_file():
         prepare(dataset_source(name), processed, config.data.format, config.data.k_core)
@@ -183,7 +183,7 @@ def bench_dataset(
     for model in models:
         section["models"][model] = run_model(model, bench)
         section["inference_ratio"] = inference_ratios(section["models"])
-        on_model_done(section)
+        on_model_done(label, section)
     return section
 
 
@@ -255,18 +255,16 @@ def run_bench(
         (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
         (out_dir / "results.md").write_text(results_markdown(results))
 
+    def store(label: str, section: dict[str, Any]) -> None:
+        results["datasets"][label] = section
+        write_results()
+
     plots = []
     for name in datasets:
-        label = Path(name).name
-
-        def store(section: dict[str, Any], label: str = label) -> None:
-            results["datasets"][label] = section
-            write_results()
-
         section = bench_dataset(
             name, models, config, generative, work_dir, Path(cache_dir), on_model_done=store
         )
-        plots += plot_results(section, label, out_dir)
+        plots += plot_results(section, Path(name).name, out_dir)
     results["complete"] = True
     write_results()
     if tracking is not None:
