@@ -152,9 +152,13 @@ def _rollback(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from lite_rec.bench import MODELS, generative_config, run_bench
-    from lite_rec.tracking import Tracking
 
     config = _config(args)
+    tracking = None
+    if not args.no_mlflow:
+        from lite_rec.tracking import Tracking
+
+        tracking = Tracking(args.tracking_uri)
     results = run_bench(
         [name.strip() for name in args.datasets.split(",") if name.strip()],
         [name.strip() for name in args.models.split(",") if name.strip()] or list(MODELS),
@@ -163,9 +167,10 @@ def _bench(args: argparse.Namespace) -> int:
         generative_config(config, args.generative_epochs, args.generative_examples_per_user),
         work_dir=args.work_dir,
         cache_dir=args.cache,
-        tracking=None if args.no_mlflow else Tracking(args.tracking_uri),
+        tracking=tracking,
         quick=args.quick,
         command="lite-rec " + " ".join(sys.argv[1:]),
+        jobs=args.jobs,
     )
     print((args.out / "results.md").read_text())
     return 0 if results["datasets"] else 2
@@ -340,6 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="training targets drawn per user per epoch for the generative models "
         "(default 0: every position, as the projection-head models train)",
+    )
+    bench.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="models trained at once, each in its own process with train.threads threads "
+        "(default 1). Above 1 the timings include the contention: use it for accuracy tables "
+        "on a many-core machine or a GPU (--set train.device=cuda)",
     )
     bench.add_argument("--tracking-uri", default="")
     bench.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")

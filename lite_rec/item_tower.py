@@ -113,7 +113,7 @@ class ItemTower(nn.Module):
     @torch.no_grad()
     def _prefix(self, encoder: ItemEncoder) -> torch.Tensor:
         """Every item's hidden states entering the first trainable layer. -> (n, T, d)"""
-        out = torch.zeros(*self.input_ids.shape, encoder.dim)
+        out = torch.zeros(*self.input_ids.shape, encoder.dim, device=self.input_ids.device)
         for start in range(0, self.n_items, self.batch_size):
             rows = slice(start, start + self.batch_size)
             mask = self.attention_mask[rows]

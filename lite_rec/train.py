@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import random
 import time
@@ -23,6 +24,8 @@ from lite_rec.item_embeddings import ItemEncoder, item_text
 from lite_rec.item_tower import ItemTower
 from lite_rec.model import RecommendationLLM
 from lite_rec.sequences import SequenceData
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
@@ -276,11 +279,14 @@ def train(
         row = {"epoch": epoch, "loss": loss, **{f"valid_{k}": v for k, v in metrics.items()}}
         row["seconds"] = time.perf_counter() - started
         _record_epoch(state, row, model, train_config.patience)
+        line = (
+            f"epoch {epoch}: loss {loss:.4f}, valid ndcg@10 {metrics['ndcg@10']:.4f}, "
+            f"recall@10 {metrics['recall@10']:.4f} ({row['seconds']:.1f} s)"
+        )
         if progress:
-            tqdm.write(
-                f"epoch {epoch}: loss {loss:.4f}, valid ndcg@10 {metrics['ndcg@10']:.4f}, "
-                f"recall@10 {metrics['recall@10']:.4f} ({row['seconds']:.1f} s)"
-            )
+            tqdm.write(line)
+        else:  # no bars (benchmarks, Dagster): the log still shows the run moving
+            log.info("%s: %s", out_dir.name, line)
         _save_checkpoint(checkpoint_path, model, optimizer, scheduler, state, train_config)
         if on_epoch_end is not None:
             on_epoch_end(row)

@@ -110,3 +110,48 @@ def test_benchmark_asset_has_its_own_job_and_stays_out_of_the_pipeline_jobs() ->
 def test_bench_rejects_unknown_models(tmp_path: Path, capsys) -> None:
     assert main(["bench", "--models", "nope", "--out", str(tmp_path), "--no-mlflow"]) == 2
     assert "unknown model(s) ['nope']" in capsys.readouterr().err
+
+
+def _bench_args(source: Path, tmp_path: Path, out: Path, models: str) -> list[str]:
+    return [
+        "bench",
+        *("--datasets", str(source), "--quick", "--out", str(out), "--no-mlflow"),
+        *("--models", models, "--work-dir", str(tmp_path / "work")),
+        *("--cache", str(tmp_path / "cache"), "--set", "model.hidden_size=16"),
+        *("--set", "train.threads=1"),
+    ]
+
+
+def test_models_trained_at_once_score_as_when_trained_one_by_one(tmp_path: Path) -> None:
+    source = write_movielens(tmp_path / "tiny", users=8, items=8)
+    models = "lite_llm4rec,lite_id,lite_sampling"
+    assert main(_bench_args(source, tmp_path, tmp_path / "one", models)) == 0
+    assert main([*_bench_args(source, tmp_path, tmp_path / "three", models), "--jobs", "3"]) == 0
+    one, three = (
+        json.loads((tmp_path / run / "results.json").read_text()) for run in ("one", "three")
+    )
+    assert three["settings"]["jobs"] == 3 and three["complete"] is True
+    rows_one, rows_three = (r["datasets"]["tiny"]["models"] for r in (one, three))
+    assert list(rows_three) == models.split(",")  # table order, whatever finished first
+    for name, row in rows_one.items():
+        for key in ("test_recall@10", "test_ndcg@10", "parameters", "best_epoch"):
+            assert rows_three[name][key] == row[key], (name, key)
+    assert "3 models trained at once" in (tmp_path / "three" / "results.md").read_text()
+
+
+def test_a_failing_model_is_named_and_the_others_are_kept(tmp_path, monkeypatch) -> None:
+    def broken(bench):
+        raise ValueError("no such weights")
+
+    monkeypatch.setitem(TRAINERS, "lite_text", broken)
+    source = write_movielens(tmp_path / "tiny", users=8, items=8)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="lite_text on tiny"):
+        main(_bench_args(source, tmp_path, out, "lite_text,lite_id"))
+    results = json.loads((out / "results.json").read_text())
+    section = results["datasets"]["tiny"]
+    assert results["complete"] is False
+    assert list(section["models"]) == ["lite_id"]
+    assert section["failed"] == {"lite_text": "ValueError: no such weights"}
+    assert "**`lite_text` failed**: ValueError: no such weights" in (out / "results.md").read_text()
+    assert (out / "tiny_learning_curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -19,21 +19,30 @@ def _cell(value: Any) -> str:
 def results_markdown(results: dict[str, Any]) -> str:
     """The results table per dataset, the beam-search inference ratios with model sizes, the
     item-quality check and what was not run."""
-    settings = results["settings"]
+    settings, machine = results["settings"], results["machine"]
+    gpu = f", {machine['gpu']}" if "gpu" in machine else ""
+    jobs = settings.get("jobs", 1)
+    concurrency = (
+        f"; {jobs} models trained at once, each in its own process (timings include the contention)"
+        if jobs > 1
+        else ""
+    )
     lines = [
         "# lite-rec benchmark",
         "",
-        f"`{results['command']}` on {results['machine']['cpus']} CPU(s), "
-        f"{results['machine']['torch_threads']} torch thread(s), {results['machine']['platform']}"
-        f"; quick: {settings['quick']}. Test split, leave-one-out, full ranking (history "
-        "excluded); generative models rank only their 20 beams (a target outside them counts "
-        "as missed). Inference: top-K lists for every test user, per 1,000 users, the median of "
-        f"{TIMING_REPEATS} runs; peak RSS is the whole process's while the model trained and ran.",
+        f"`{results['command']}` on {machine['cpus']} CPU(s){gpu}, "
+        f"{machine['torch_threads']} torch thread(s), {machine['platform']}"
+        f"; quick: {settings['quick']}{concurrency}. Test split, leave-one-out, full ranking "
+        "(history excluded); generative models rank only their 20 beams (a target outside them "
+        "counts as missed). Inference: top-K lists for every test user, per 1,000 users, the "
+        f"median of {TIMING_REPEATS} runs; peak RSS is the whole process's while the model "
+        "trained and ran.",
         "",
     ]
     if not results.get("complete"):
         lines += [
-            "**Incomplete: the run stopped or is still running; unlisted models have not run.**",
+            "**Incomplete: the run stopped, is still running or a model failed (named under its "
+            "dataset); unlisted models have not run.**",
             "",
         ]
     columns = ["model", "parameters", *METRICS, "train s", "epochs", "infer s/1k K=10"]
@@ -56,6 +65,8 @@ def results_markdown(results: dict[str, Any]) -> str:
             cells += [row["peak_rss_mib"]]
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         lines += ["", *(f"- `{n}`: {MODELS[n]}" for n in section["models"]), ""]
+        for name, error in section.get("failed", {}).items():
+            lines.append(f"- **`{name}` failed**: {error}")
         for pair, ratio in section["inference_ratio"].items():
             recalls = [section["models"][n]["test_recall@10"] for n in pair.split("/")]
             lines.append(

@@ -4,14 +4,17 @@ and scored on it, and the results written (`run_bench`)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import statistics
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -148,17 +151,16 @@ def item_quality(bench: BenchData) -> dict[str, Any]:
     return quality
 
 
-def bench_dataset(
+def load_bench_data(
     name: str,
     models: list[str],
     config: Config,
     generative: GenerativeConfig,
     work_dir: Path,
     cache_dir: Path,
-    on_model_done: Callable[[str, dict[str, Any]], None] = lambda label, section: None,
-) -> dict[str, Any]:
-    """Every model on one dataset; the dataset's section of results.json, which
-    `on_model_done(label, section)` receives, partly filled, after each model."""
+) -> tuple[BenchData, dict[str, Any]]:
+    """One dataset prepared (once: `work_dir/<name>/processed` is reused) and embedded ->
+    what its models share, and its section of results.json with no model run yet."""
     processed = work_dir / Path(name).name / "processed"
     if not (processed / "stats.json").is_file():
         prepare(dataset_source(name), processed, config.data.format, config.data.k_core)
@@ -180,11 +182,66 @@ def bench_dataset(
         "inference_ratio": {},
         "item_quality": item_quality(bench),
     }
-    for model in models:
-        section["models"][model] = run_model(model, bench)
-        section["inference_ratio"] = inference_ratios(section["models"])
-        on_model_done(label, section)
-    return section
+    return bench, section
+
+
+def _run_model_job(name: str, bench: BenchData, threads: int, level: int) -> dict[str, Any]:
+    """`run_model` in a worker process of `run_bench(jobs > 1)`, logging at the parent's
+    `level`."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return run_model(name, bench)
+
+
+def run_models(
+    benches: list[tuple[BenchData, dict[str, Any]]],
+    models: list[str],
+    jobs: int,
+    on_model_done: Callable[[str, dict[str, Any]], None],
+) -> list[str]:
+    """Every model on every dataset, into each dataset's section; `on_model_done(label,
+    section)` after each. `jobs > 1` trains that many (dataset, model) pairs at once in worker
+    processes (each with `train.threads` threads): for accuracy tables on a many-core machine
+    or a GPU; their timings then include the contention. A model that fails is logged and
+    recorded in its section's `failed` (model -> error) while the others go on.
+    -> the failures, as "model on dataset"."""
+    failed = []
+
+    def store(bench: BenchData, section: dict[str, Any], model: str, run) -> None:
+        try:
+            row = run()
+        except Exception as error:
+            log.exception("%s on %s failed", model, bench.name)
+            section.setdefault("failed", {})[model] = f"{type(error).__name__}: {error}"
+            failed.append(f"{model} on {bench.name}")
+        else:
+            section["models"][model] = row
+            # Table order is `models` order, whatever order the workers finish in.
+            section["models"] = {m: section["models"][m] for m in models if m in section["models"]}
+            section["inference_ratio"] = inference_ratios(section["models"])
+        on_model_done(bench.name, section)
+
+    if jobs <= 1:
+        for bench, section in benches:
+            for model in models:
+                store(bench, section, model, functools.partial(run_model, model, bench))
+        return failed
+    context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
+    level = logging.getLogger().getEffectiveLevel()
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {
+            pool.submit(_run_model_job, model, bench, bench.config.train.threads, level): (
+                bench,
+                section,
+                model,
+            )
+            for bench, section in benches
+            for model in models
+        }
+        for future in as_completed(futures):
+            store(*futures[future], future.result)
+    return failed
 
 
 def generative_config(
@@ -212,10 +269,12 @@ def run_bench(
     tracking=None,
     quick: bool = False,
     command: str = "lite-rec bench",
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Benchmark `models` on `datasets`; write results.json, results.md and the PNGs into
     `out_dir`, and log them to MLflow when `tracking` (a `Tracking`) is given. With `quick`,
-    every model trains at most 2 epochs (generative: 1, on 5 targets per user): a smoke run."""
+    every model trains at most 2 epochs (generative: 1, on 5 targets per user): a smoke run.
+    `jobs`: models trained at once (see `run_models`)."""
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
@@ -238,9 +297,16 @@ def run_bench(
             "torch_threads": torch.get_num_threads(),
             "platform": platform.platform(),
             "torch": torch.__version__,
+            "device": config.train.device,
+            **(
+                {"gpu": torch.cuda.get_device_name(config.train.device)}
+                if config.train.device.startswith("cuda")
+                else {}
+            ),
         },
         "settings": {
             "quick": quick,
+            "jobs": jobs,
             "models": models,
             "config": config.to_dict(),
             "generative": dataclasses.asdict(generative),
@@ -259,14 +325,18 @@ def run_bench(
         results["datasets"][label] = section
         write_results()
 
+    benches = [
+        load_bench_data(name, models, config, generative, work_dir, Path(cache_dir))
+        for name in datasets
+    ]
+    failed = run_models(benches, models, jobs, store)
     plots = []
-    for name in datasets:
-        section = bench_dataset(
-            name, models, config, generative, work_dir, Path(cache_dir), on_model_done=store
-        )
-        plots += plot_results(section, Path(name).name, out_dir)
-    results["complete"] = True
+    for bench, section in benches:
+        plots += plot_results(section, bench.name, out_dir)
+    results["complete"] = not failed
     write_results()
     if tracking is not None:
         log_bench(results, out_dir, plots, tracking)
+    if failed:  # after writing what the others measured
+        raise RuntimeError(f"benchmark model(s) failed: {', '.join(failed)} (see the log)")
     return results

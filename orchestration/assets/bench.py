@@ -19,6 +19,7 @@ class BenchSettings(dg.Config):
     quick: bool = False
     generative_epochs: int = 30
     overrides: list[str] = []
+    jobs: int = 1  # models trained at once (timings then include the contention)
 
 
 @dg.asset(group_name="evaluation")
@@ -39,6 +40,7 @@ def benchmark(
         tracking=mlflow_tracking.tracking(),
         quick=config.quick,
         command="dagster: benchmark",
+        jobs=config.jobs,
     )
     metadata = {"results": dg.MetadataValue.md((out_dir / "results.md").read_text())}
     for dataset, section in results["datasets"].items():

@@ -1,0 +1,48 @@
+"""`bench/sweep.py`: variants trained side by side, each scored, a broken one named."""
+
+import json
+import subprocess
+import sys
+
+from lite_rec.config import PROJECT_ROOT
+from lite_rec.prepare import prepare
+from tests.conftest import write_movielens
+
+
+def test_sweep_scores_each_variant_and_names_the_one_that_failed(tmp_path, tiny_model) -> None:
+    data_dir = tmp_path / "processed"
+    prepare(write_movielens(tmp_path / "raw", users=8, items=8), data_dir)
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        str(PROJECT_ROOT / "bench" / "sweep.py"),
+        str(data_dir),
+        *("--variant", "ids:model.item_repr=id"),
+        *("--variant", "wide:model.hidden_size=32"),
+        *("--variant", "broken:model.item_repr=pixels"),
+        *("--set", "train.epochs=2", "--set", "model.hidden_size=16"),
+        *("--set", "model.max_len=6", "--set", f"item_llm.model={tiny_model}"),
+        *("--set", "train.threads=1", "--jobs", "3", "--out", str(out)),
+        *("--cache", str(tmp_path / "cache")),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "variant broken failed" in done.stderr and "pixels" in done.stderr
+    results = json.loads((out / "results.json").read_text())
+    rows = {row["variant"]: row for row in results["rows"]}
+    assert set(rows) == {"ids", "wide"}
+    assert rows["wide"]["overrides"][-1] == "model.hidden_size=32"
+    for row in rows.values():
+        assert 0.0 <= row["test_recall@10"] <= 1.0 and row["epochs"] == 2
+        assert row["valid_ndcg@10"] == row["history"][row["best_epoch"] - 1]["valid_ndcg@10"]
+    markdown = (out / "results.md").read_text()
+    assert "| ids | model.item_repr=id |" in markdown and "| wide |" in markdown
+
+
+def test_sweep_rejects_a_variant_without_a_name(tmp_path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "bench" / "sweep.py"), str(tmp_path), "--variant", "x"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "expected NAME:key=value" in done.stderr
