@@ -56,6 +56,19 @@ def test_ties_do_not_favour_the_target():
     assert ranks_of([[0.3, float("nan"), 0.1]], [1]).tolist() == [3]
 
 
+def test_ranks_of_a_batch_larger_than_a_comparison_chunk_match_a_brute_force_count():
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 5, (150, 40), generator=generator).float()  # many ties
+    scores[7, 3] = float("nan")
+    targets = torch.randint(0, 40, (150,), generator=generator)
+    targets[7] = 3
+    expected = [
+        40 if math.isnan(row[t]) else sum(1 for value in row if value >= row[t])
+        for row, t in zip(scores.tolist(), targets.tolist(), strict=True)
+    ]
+    assert target_ranks(scores, targets).tolist() == expected
+
+
 def test_metrics_average_over_users_and_ignore_order():
     ranks = np.array([1, 3, 30, 2, 11])
     metrics = ranking_metrics(ranks)

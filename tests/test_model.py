@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from lite_rec.config import ModelConfig
-from lite_rec.model import LinearCrossEntropy, RecommendationLLM, pad_histories
+from lite_rec.model import RecommendationLLM, linear_cross_entropy, pad_histories
 
 N_ITEMS, TEXT_DIM = 13, 6
 
@@ -150,12 +150,16 @@ def test_fused_linear_cross_entropy_matches_autograd_reference(with_bias, monkey
     weights = torch.randn(50, 4, generator=generator, requires_grad=True)
     bias = torch.randn(50, generator=generator, requires_grad=True) if with_bias else None
     targets = torch.randint(0, 50, (10,), generator=generator)
-    fused = LinearCrossEntropy.apply(users, weights, bias, targets)
-    fused_grads = torch.autograd.grad(fused, [users, weights] + ([bias] if with_bias else []))
-    reference = F.cross_entropy(F.linear(users, weights, bias), targets)
-    reference_grads = torch.autograd.grad(
-        reference, [users, weights] + ([bias] if with_bias else [])
-    )
+    inputs = [users, weights] + ([bias] if with_bias else [])
+    # Scaled by 3: the backward pass must multiply the gradients it computed up front.
+    fused = 3 * linear_cross_entropy(users, weights, bias, targets)
+    fused_grads = torch.autograd.grad(fused, inputs)
+    reference = 3 * F.cross_entropy(F.linear(users, weights, bias), targets)
+    reference_grads = torch.autograd.grad(reference, inputs)
     torch.testing.assert_close(fused, reference)
     for got, expected in zip(fused_grads, reference_grads, strict=True):
         torch.testing.assert_close(got, expected)
+    with torch.no_grad():  # the value alone, no gradient work
+        value = linear_cross_entropy(users, weights, bias, targets)
+    assert value.grad_fn is None
+    torch.testing.assert_close(3 * value, reference.detach())
