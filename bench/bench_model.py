@@ -21,13 +21,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from train_test import train_and_test  # noqa: E402
 
 from lite_rec.config import PROJECT_ROOT, load_config  # noqa: E402
-from lite_rec.evaluate import evaluate, recommend  # noqa: E402
+from lite_rec.evaluate import recommend  # noqa: E402
 from lite_rec.item_embeddings import item_embeddings  # noqa: E402
 from lite_rec.prepare import prepare  # noqa: E402
 from lite_rec.sequences import load_sequences  # noqa: E402
-from lite_rec.train import train  # noqa: E402
 
 
 def peak_rss_gb() -> float:
@@ -68,19 +68,7 @@ def bench_dataset(source: Path, work: Path, overrides: list[str], reprs: list[st
     row["embed_s"], row["encoded_items"] = time.perf_counter() - start, report.encoded
     for item_repr in reprs:
         config = load_config(overrides=[*overrides, f"model.item_repr={item_repr}"])
-        start = time.perf_counter()
-        result = train(
-            data,
-            embeddings,
-            config.model,
-            config.train,
-            work / item_repr,
-            resume=False,
-            progress=False,
-            item_llm=config.item_llm,
-        )
-        seconds = time.perf_counter() - start
-        test = evaluate(result.model, data, "test", config.train.eval_batch_size)
+        result, seconds, test = train_and_test(data, embeddings, config, work / item_repr)
         row[item_repr] = {
             "train_s": seconds,
             "epochs": len(result.history),

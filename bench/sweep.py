@@ -17,7 +17,6 @@ import logging
 import multiprocessing
 import os
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -26,12 +25,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from train_test import train_and_test  # noqa: E402
 
 from lite_rec.config import PROJECT_ROOT, load_config  # noqa: E402
-from lite_rec.evaluate import evaluate  # noqa: E402
 from lite_rec.item_embeddings import item_embeddings  # noqa: E402
 from lite_rec.sequences import load_sequences  # noqa: E402
-from lite_rec.train import train  # noqa: E402
 
 log = logging.getLogger("sweep")
 
@@ -54,19 +52,7 @@ def run_variant(
     embeddings = None
     if config.model.item_repr != "id":
         embeddings = np.load(embeddings_file)
-    start = time.perf_counter()
-    result = train(
-        data,
-        embeddings,
-        config.model,
-        config.train,
-        work / name,
-        resume=False,
-        progress=False,
-        item_llm=config.item_llm,
-    )
-    seconds = time.perf_counter() - start
-    test = evaluate(result.model, data, "test", config.train.eval_batch_size)
+    result, seconds, test = train_and_test(data, embeddings, config, work / name)
     best = result.history[result.best_epoch - 1]
     log.info("%s: test recall@10 %.4f ndcg@10 %.4f", name, test["recall@10"], test["ndcg@10"])
     return {
