@@ -65,7 +65,11 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 100
     grad_clip: float = 1.0
-    patience: int = 5
+    patience: int = 5  # stop after this many epochs without a better validation NDCG@10
+    # Multiply the learning rate by `lr_decay` after every `lr_decay_patience` epochs without a
+    # better validation NDCG@10 (1.0: constant learning rate after warmup).
+    lr_decay: float = 1.0
+    lr_decay_patience: int = 3
     eval_batch_size: int = 1024
     seed: int = 42
     threads: int = 0  # 0: every core torch sees

@@ -112,6 +112,27 @@ def warmup_schedule(warmup_steps: int) -> Callable[[int], float]:
     return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
 
 
+def check_lr_decay(config: TrainConfig) -> None:
+    if not 0.0 < config.lr_decay <= 1.0 or config.lr_decay_patience < 1:
+        raise ValueError(
+            "train.lr_decay must be in (0, 1] and train.lr_decay_patience >= 1, got "
+            f"{config.lr_decay} and {config.lr_decay_patience}"
+        )
+
+
+def plateau_lr_scale(scale: float, bad_epochs: int, config: TrainConfig) -> float:
+    """The learning-rate factor after an epoch that leaves `bad_epochs` epochs without a
+    better validation score: x `lr_decay` at every `lr_decay_patience`-th such epoch."""
+    if bad_epochs > 0 and bad_epochs % config.lr_decay_patience == 0:
+        return scale * config.lr_decay
+    return scale
+
+
+def apply_lr_scale(scheduler, scale: float) -> None:
+    """LambdaLR sets each step's rate to base rate x warmup factor: scale the base rates."""
+    scheduler.base_lrs = [group["initial_lr"] * scale for group in scheduler.optimizer.param_groups]
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     temporary = path.with_name(path.name + ".tmp")
     torch.save(obj, temporary)
@@ -119,9 +140,10 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def _record_epoch(
-    state: dict[str, Any], row: dict[str, Any], model: RecommendationLLM, patience: int
+    state: dict[str, Any], row: dict[str, Any], model: RecommendationLLM, config: TrainConfig
 ) -> None:
-    """Append the epoch to the history, keep the best weights, decide on early stopping."""
+    """Append the epoch to the history, keep the best weights, decide on learning-rate decay
+    (`state["lr_scale"]`) and early stopping."""
     state["history"].append(row)
     state["epoch"] = row["epoch"]
     score = row[f"valid_{SELECTION_METRIC}"]
@@ -130,7 +152,8 @@ def _record_epoch(
         state["best_weights"] = {k: v.clone() for k, v in model.state_dict().items()}
     else:
         state["bad_epochs"] += 1
-    state["finished"] = state["bad_epochs"] >= patience
+        state["lr_scale"] = plateau_lr_scale(state["lr_scale"], state["bad_epochs"], config)
+    state["finished"] = state["bad_epochs"] >= config.patience
 
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, state, config: TrainConfig) -> None:
@@ -154,13 +177,16 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, state, config: Tra
 def _restore_checkpoint(path: Path, model, optimizer, scheduler, config: TrainConfig) -> dict:
     """Load what `_save_checkpoint` wrote into the fresh objects; returns the run state."""
     checkpoint = torch.load(path, weights_only=False, map_location="cpu")
-    wanted = {"model": dataclasses.asdict(model.config), "train": dataclasses.asdict(config)}
-    changed = [
-        f"{section}.{key}: {checkpoint[f'{section}_config'].get(key)!r} -> {value!r}"
-        for section, values in wanted.items()
-        for key, value in values.items()
-        if checkpoint[f"{section}_config"].get(key) != value and key not in RESUMABLE_CHANGES
-    ]
+    wanted = {"model": model.config, "train": config}
+    changed = []
+    for section, current in wanted.items():
+        # A key the checkpoint lacks is newer than the run and had its default value there.
+        then = {**dataclasses.asdict(type(current)()), **checkpoint[f"{section}_config"]}
+        changed += [
+            f"{section}.{key}: {then[key]!r} -> {value!r}"
+            for key, value in dataclasses.asdict(current).items()
+            if then[key] != value and key not in RESUMABLE_CHANGES
+        ]
     if changed:
         raise ValueError(
             f"{path}: written by a run with another config ({', '.join(changed)}); "
@@ -172,7 +198,7 @@ def _restore_checkpoint(path: Path, model, optimizer, scheduler, config: TrainCo
     torch.set_rng_state(checkpoint["rng"]["torch"])
     np.random.set_state(checkpoint["rng"]["numpy"])
     random.setstate(checkpoint["rng"]["python"])
-    return checkpoint["state"]
+    return {"lr_scale": 1.0, **checkpoint["state"]}
 
 
 def _train_epoch(
@@ -246,6 +272,7 @@ def train(
     `item_llm` (the Item LLM's config) is needed only with `model.finetune_item_llm`."""
     if train_config.loss not in {"ce", "sampled"}:
         raise ValueError(f"train.loss: expected ce or sampled, got {train_config.loss!r}")
+    check_lr_decay(train_config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if train_config.threads > 0:
@@ -265,7 +292,7 @@ def train(
         state = _restore_checkpoint(checkpoint_path, model, optimizer, scheduler, train_config)
     else:
         state = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "best_weights": None}
-        state.update(bad_epochs=0, history=[], finished=False)
+        state.update(bad_epochs=0, history=[], finished=False, lr_scale=1.0)
         model.items.refresh()  # a checkpoint already holds the table its weights produced
 
     sequences = data.train_sequences()
@@ -278,7 +305,9 @@ def train(
         metrics = evaluate(model, data, "valid", train_config.eval_batch_size)
         row = {"epoch": epoch, "loss": loss, **{f"valid_{k}": v for k, v in metrics.items()}}
         row["seconds"] = time.perf_counter() - started
-        _record_epoch(state, row, model, train_config.patience)
+        row["lr"] = train_config.lr * state["lr_scale"]  # this epoch's, after warmup
+        _record_epoch(state, row, model, train_config)
+        apply_lr_scale(scheduler, state["lr_scale"])
         line = (
             f"epoch {epoch}: loss {loss:.4f}, valid ndcg@10 {metrics['ndcg@10']:.4f}, "
             f"recall@10 {metrics['recall@10']:.4f} ({row['seconds']:.1f} s)"

@@ -95,3 +95,16 @@ def cyclic_data(n_items: int, n_users: int, min_length: int = 5, spread: int = 3
         ],
         items=pd.DataFrame({"item_id": item_ids}),
     )
+
+
+def assert_lr_follows_plateaus(history: list[dict], lr: float, decay: float) -> None:
+    """Each epoch's rate is `lr` x `decay` per earlier epoch without a better validation
+    NDCG@10 (lr_decay_patience=1), and at least one decay happened."""
+    best = -1.0
+    for row in history:
+        assert row["lr"] == pytest.approx(lr), history
+        if row["valid_ndcg@10"] > best:
+            best = row["valid_ndcg@10"]
+        else:
+            lr *= decay
+    assert any(row["lr"] < history[0]["lr"] for row in history), "no plateau: checks nothing"

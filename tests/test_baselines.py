@@ -21,7 +21,7 @@ from lite_rec.baselines.sasrec_bce import train_sasrec_bce
 from lite_rec.config import ModelConfig, TrainConfig
 from lite_rec.item_quality import genre_neighbour_agreement, item_genres
 from lite_rec.sequences import SequenceData
-from tests.conftest import cyclic_data
+from tests.conftest import assert_lr_follows_plateaus, cyclic_data
 
 
 def walk(trie: PrefixTrie, prefix: tuple[int, ...] = ()) -> set[tuple[int, ...]]:
@@ -165,6 +165,22 @@ def test_sasrec_bce_and_bert4rec_train_and_evaluate():
         assert np.isfinite([row["loss"] for row in result.history]).all()
         assert 0.0 <= result.history[-1]["valid_recall@10"] <= 1.0
         assert result.model.score([np.array([1, 2])]).shape == (1, data.n_items)
+
+
+def test_baselines_decay_the_learning_rate_on_a_plateau():
+    data = cyclic_data(8, 16)
+    train_config = TrainConfig(
+        epochs=8,
+        batch_size=8,
+        lr=5e-2,
+        warmup_steps=1,
+        seed=0,
+        patience=100,
+        lr_decay=0.5,
+        lr_decay_patience=1,
+    )
+    result = train_sasrec_bce(data, small_model_config(), train_config)
+    assert_lr_follows_plateaus(result.history, 5e-2, 0.5)
 
 
 def test_masked_windows_mask_at_least_one_item_per_window():

@@ -8,7 +8,7 @@ from lite_rec.config import ModelConfig, TrainConfig
 from lite_rec.evaluate import evaluate, recommend
 from lite_rec.sequences import SequenceData
 from lite_rec.train import load_model, train, traversal_windows
-from tests.conftest import cyclic_data
+from tests.conftest import assert_lr_follows_plateaus, cyclic_data
 
 DATA = {"n_items": 20, "n_users": 60, "min_length": 6, "spread": 5}
 
@@ -79,6 +79,30 @@ def test_resume_after_crash_gives_identical_weights(tmp_path):
         ),
         tmp_path,
     )
+
+
+def test_learning_rate_decays_on_plateau_and_resumes(tmp_path):
+    """With lr_decay, each lr_decay_patience-th epoch without a better validation NDCG@10 cuts
+    the rate for the epochs after it; the optimizer steps with it; a resumed run matches."""
+    data = cyclic_data(**DATA)
+    model_config, train_config = small_configs(epochs=8, lr=0.05, lr_decay=0.5, lr_decay_patience=1)
+
+    def run(out, **kwargs):
+        return train(data, None, id_only(model_config), train_config, out, progress=False, **kwargs)
+
+    assert_resume_after_crash_is_identical(run, tmp_path)
+    history = run(tmp_path / "a").history  # finished: reads the history back
+    assert_lr_follows_plateaus(history, 0.05, 0.5)
+    optimizer = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["optimizer"]
+    assert optimizer["param_groups"][0]["lr"] == pytest.approx(history[-1]["lr"])
+    with pytest.raises(ValueError, match="train.lr_decay must be in"):
+        train(
+            data,
+            None,
+            id_only(model_config),
+            dataclasses.replace(train_config, lr_decay=0.0),
+            tmp_path / "c",
+        )
 
 
 def test_resume_refuses_another_config(tmp_path):

@@ -1,5 +1,6 @@
 """The training loop the baselines share: AdamW with warmup, gradient clipping, validation
-after every epoch and early stopping on validation NDCG@10, keeping the best epoch's weights.
+after every epoch, learning-rate decay on a plateau and early stopping on validation NDCG@10
+(as `lite_rec.train.train`), keeping the best epoch's weights.
 Lite-LLM4Rec itself trains through `lite_rec.train.train` (checkpointing, resuming)."""
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import torch
 from torch import nn
 
 from lite_rec.config import TrainConfig
-from lite_rec.train import SELECTION_METRIC, warmup_schedule
+from lite_rec.train import (
+    SELECTION_METRIC,
+    apply_lr_scale,
+    check_lr_decay,
+    plateau_lr_scale,
+    warmup_schedule,
+)
 
 Batch = dict[str, torch.Tensor]
 
@@ -43,12 +50,13 @@ def fit(
 ) -> FitResult:
     """Train `model` for at most `config.epochs` epochs of `epoch_batches(epoch)`, stopping
     after `config.patience` epochs without a better validation NDCG@10."""
+    check_lr_decay(config)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(config.warmup_steps))
     history: list[dict[str, Any]] = []
-    best_epoch, best_score, best_weights, bad_epochs = 0, -1.0, None, 0
+    best_epoch, best_score, best_weights, bad_epochs, lr_scale = 0, -1.0, None, 0, 1.0
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         model.train()
@@ -68,6 +76,7 @@ def fit(
             "loss": total / max(steps, 1),
             **{f"valid_{k}": v for k, v in metrics.items()},
             "seconds": time.perf_counter() - started,
+            "lr": config.lr * lr_scale,
         }
         history.append(row)
         if log is not None:
@@ -79,6 +88,8 @@ def fit(
             bad_epochs += 1
             if bad_epochs >= config.patience:
                 break
+            lr_scale = plateau_lr_scale(lr_scale, bad_epochs, config)
+            apply_lr_scale(scheduler, lr_scale)
     if best_weights is not None:
         model.load_state_dict(best_weights)
     return FitResult(model.eval(), best_epoch, history)
