@@ -113,6 +113,7 @@ def warmup_schedule(warmup_steps: int) -> Callable[[int], float]:
 
 
 def check_lr_decay(config: TrainConfig) -> None:
+    """Reject a decay factor outside (0, 1] or a decay patience below 1, by name."""
     if not 0.0 < config.lr_decay <= 1.0 or config.lr_decay_patience < 1:
         raise ValueError(
             "train.lr_decay must be in (0, 1] and train.lr_decay_patience >= 1, got "

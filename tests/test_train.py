@@ -105,6 +105,33 @@ def test_learning_rate_decays_on_plateau_and_resumes(tmp_path):
         )
 
 
+def test_resume_from_a_checkpoint_older_than_a_config_key(tmp_path):
+    """A checkpoint written before `train.lr_decay` existed resumes when the new keys keep
+    their defaults (the behaviour it was trained with) and is refused when they do not."""
+    data = cyclic_data(**DATA)
+    model_config, train_config = small_configs(epochs=1)
+    train(data, None, id_only(model_config), train_config, tmp_path, progress=False)
+    path = tmp_path / "checkpoint.pt"
+    checkpoint = torch.load(path, weights_only=False)
+    for key in ("lr_decay", "lr_decay_patience"):
+        del checkpoint["train_config"][key]
+    del checkpoint["state"]["lr_scale"]
+    torch.save(checkpoint, path)
+    with pytest.raises(ValueError, match=r"train.lr_decay: 1.0 -> 0.5"):
+        train(
+            data,
+            None,
+            id_only(model_config),
+            dataclasses.replace(train_config, epochs=2, lr_decay=0.5),
+            tmp_path,
+            progress=False,
+        )
+    more = dataclasses.replace(train_config, epochs=2)
+    result = train(data, None, id_only(model_config), more, tmp_path, progress=False)
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    assert result.history[1]["lr"] == train_config.lr
+
+
 def test_resume_refuses_another_config(tmp_path):
     data = cyclic_data(**DATA)
     model_config, train_config = small_configs(epochs=1)
