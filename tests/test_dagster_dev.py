@@ -43,13 +43,20 @@ def test_dagster_dev_serves_the_definitions_and_stops_cleanly(tmp_path: Path) ->
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "DAGSTER_HOME": str(home), "PATH": f"{venv_bin}:{os.environ['PATH']}"}
     command = [f"{venv_bin}/dagster", "dev", "-m", "orchestration.definitions"]
-    process = subprocess.Popen(
-        [*command, "-h", "127.0.0.1", "-p", str(port)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # dagster dev's SIGTERM handler is whatever SIGINT's is (STACK.md): when this test runs in a
+    # background job of a non-interactive shell, SIGINT is ignored and the child would inherit
+    # that and ignore SIGTERM too. A handled signal is reset to its default in the child.
+    sigint_before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            [*command, "-h", "127.0.0.1", "-p", str(port)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    finally:
+        signal.signal(signal.SIGINT, sigint_before)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(f"{url}/server_info", process, seconds=120)
