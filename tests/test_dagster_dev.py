@@ -67,8 +67,9 @@ def test_dagster_dev_serves_the_definitions_and_stops_cleanly(tmp_path: Path) ->
         process.send_signal(signal.SIGTERM)
         try:  # seconds when idle; a loaded 2-core machine (CI beside a training job) is slower
             process.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        except subprocess.TimeoutExpired:  # leave no server behind on the port
+            for stray in [*psutil.Process(process.pid).children(recursive=True), process]:
+                stray.kill()
             raise
     gone, alive = psutil.wait_procs(children, timeout=30)
     for leftover in alive:
