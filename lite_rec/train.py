@@ -121,17 +121,13 @@ def check_lr_decay(config: TrainConfig) -> None:
         )
 
 
-def plateau_lr_scale(scale: float, bad_epochs: int, config: TrainConfig) -> float:
-    """The learning-rate factor after an epoch that leaves `bad_epochs` epochs without a
-    better validation score: x `lr_decay` at every `lr_decay_patience`-th such epoch."""
+def decay_on_plateau(scheduler, bad_epochs: int, config: TrainConfig) -> None:
+    """After an epoch that leaves `bad_epochs` epochs without a better validation score,
+    multiply the rates by `lr_decay` at every `lr_decay_patience`-th such epoch. LambdaLR sets
+    each step's rate to base rate x warmup factor, and its state (saved with the checkpoint)
+    holds the base rates, so the decay lives there."""
     if bad_epochs > 0 and bad_epochs % config.lr_decay_patience == 0:
-        return scale * config.lr_decay
-    return scale
-
-
-def apply_lr_scale(scheduler, scale: float) -> None:
-    """LambdaLR sets each step's rate to base rate x warmup factor: scale the base rates."""
-    scheduler.base_lrs = [group["initial_lr"] * scale for group in scheduler.optimizer.param_groups]
+        scheduler.base_lrs = [rate * config.lr_decay for rate in scheduler.base_lrs]
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -141,10 +137,9 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def _record_epoch(
-    state: dict[str, Any], row: dict[str, Any], model: RecommendationLLM, config: TrainConfig
+    state: dict[str, Any], row: dict[str, Any], model: RecommendationLLM, patience: int
 ) -> None:
-    """Append the epoch to the history, keep the best weights, decide on learning-rate decay
-    (`state["lr_scale"]`) and early stopping."""
+    """Append the epoch to the history, keep the best weights, decide on early stopping."""
     state["history"].append(row)
     state["epoch"] = row["epoch"]
     score = row[f"valid_{SELECTION_METRIC}"]
@@ -153,8 +148,7 @@ def _record_epoch(
         state["best_weights"] = {k: v.clone() for k, v in model.state_dict().items()}
     else:
         state["bad_epochs"] += 1
-        state["lr_scale"] = plateau_lr_scale(state["lr_scale"], state["bad_epochs"], config)
-    state["finished"] = state["bad_epochs"] >= config.patience
+    state["finished"] = state["bad_epochs"] >= patience
 
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, state, config: TrainConfig) -> None:
@@ -199,7 +193,7 @@ def _restore_checkpoint(path: Path, model, optimizer, scheduler, config: TrainCo
     torch.set_rng_state(checkpoint["rng"]["torch"])
     np.random.set_state(checkpoint["rng"]["numpy"])
     random.setstate(checkpoint["rng"]["python"])
-    return {"lr_scale": 1.0, **checkpoint["state"]}
+    return checkpoint["state"]
 
 
 def _train_epoch(
@@ -293,7 +287,7 @@ def train(
         state = _restore_checkpoint(checkpoint_path, model, optimizer, scheduler, train_config)
     else:
         state = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "best_weights": None}
-        state.update(bad_epochs=0, history=[], finished=False, lr_scale=1.0)
+        state.update(bad_epochs=0, history=[], finished=False)
         model.items.refresh()  # a checkpoint already holds the table its weights produced
 
     sequences = data.train_sequences()
@@ -306,9 +300,9 @@ def train(
         metrics = evaluate(model, data, "valid", train_config.eval_batch_size)
         row = {"epoch": epoch, "loss": loss, **{f"valid_{k}": v for k, v in metrics.items()}}
         row["seconds"] = time.perf_counter() - started
-        row["lr"] = train_config.lr * state["lr_scale"]  # this epoch's, after warmup
-        _record_epoch(state, row, model, train_config)
-        apply_lr_scale(scheduler, state["lr_scale"])
+        row["lr"] = scheduler.base_lrs[0]  # this epoch's rate after warmup
+        _record_epoch(state, row, model, train_config.patience)
+        decay_on_plateau(scheduler, state["bad_epochs"], train_config)
         line = (
             f"epoch {epoch}: loss {loss:.4f}, valid ndcg@10 {metrics['ndcg@10']:.4f}, "
             f"recall@10 {metrics['recall@10']:.4f} ({row['seconds']:.1f} s)"

@@ -44,18 +44,18 @@ def test_training_learns_cyclic_sequences(tmp_path):
     assert {"epoch", "loss", "valid_ndcg@10", "seconds"} <= set(trained.history[0])
 
 
-def assert_resume_after_crash_is_identical(run, tmp_path) -> None:
-    """`run(out_dir, **train_kwargs)` trains one fixed setting. A run killed after epoch 2 and
-    started again must end with the weights, last checkpoint and history of an uninterrupted
-    run."""
+def assert_resume_after_crash_is_identical(run, tmp_path, crash_after: int = 2) -> None:
+    """`run(out_dir, **train_kwargs)` trains one fixed setting. A run killed after epoch
+    `crash_after` and started again must end with the weights, last checkpoint and history of
+    an uninterrupted run."""
     straight = run(tmp_path / "a")
 
-    def crash_after_epoch_2(row):
-        if row["epoch"] == 2:
+    def crash(row):
+        if row["epoch"] == crash_after:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "b", on_epoch_end=crash_after_epoch_2)
+        run(tmp_path / "b", on_epoch_end=crash)
     resumed = run(tmp_path / "b")
 
     assert straight.best_epoch == resumed.best_epoch
@@ -90,9 +90,11 @@ def test_learning_rate_decays_on_plateau_and_resumes(tmp_path):
     def run(out, **kwargs):
         return train(data, None, id_only(model_config), train_config, out, progress=False, **kwargs)
 
-    assert_resume_after_crash_is_identical(run, tmp_path)
+    # Crash after epoch 5, whose plateau decays the rate for epoch 6 (and epoch 4's for 5).
+    assert_resume_after_crash_is_identical(run, tmp_path, crash_after=5)
     history = run(tmp_path / "a").history  # finished: reads the history back
     assert_lr_follows_plateaus(history, 0.05, 0.5)
+    assert history[5]["lr"] < history[4]["lr"] < history[3]["lr"], "no decay at the crash"
     optimizer = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["optimizer"]
     assert optimizer["param_groups"][0]["lr"] == pytest.approx(history[-1]["lr"])
     with pytest.raises(ValueError, match="train.lr_decay must be in"):
@@ -115,19 +117,15 @@ def test_resume_from_a_checkpoint_older_than_a_config_key(tmp_path):
     checkpoint = torch.load(path, weights_only=False)
     for key in ("lr_decay", "lr_decay_patience"):
         del checkpoint["train_config"][key]
-    del checkpoint["state"]["lr_scale"]
     torch.save(checkpoint, path)
+
+    def resume(**changes):
+        changed = dataclasses.replace(train_config, epochs=2, **changes)
+        return train(data, None, id_only(model_config), changed, tmp_path, progress=False)
+
     with pytest.raises(ValueError, match=r"train.lr_decay: 1.0 -> 0.5"):
-        train(
-            data,
-            None,
-            id_only(model_config),
-            dataclasses.replace(train_config, epochs=2, lr_decay=0.5),
-            tmp_path,
-            progress=False,
-        )
-    more = dataclasses.replace(train_config, epochs=2)
-    result = train(data, None, id_only(model_config), more, tmp_path, progress=False)
+        resume(lr_decay=0.5)
+    result = resume()
     assert [row["epoch"] for row in result.history] == [1, 2]
     assert result.history[1]["lr"] == train_config.lr
 

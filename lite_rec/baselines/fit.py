@@ -16,13 +16,7 @@ import torch
 from torch import nn
 
 from lite_rec.config import TrainConfig
-from lite_rec.train import (
-    SELECTION_METRIC,
-    apply_lr_scale,
-    check_lr_decay,
-    plateau_lr_scale,
-    warmup_schedule,
-)
+from lite_rec.train import SELECTION_METRIC, check_lr_decay, decay_on_plateau, warmup_schedule
 
 Batch = dict[str, torch.Tensor]
 
@@ -56,7 +50,7 @@ def fit(
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(config.warmup_steps))
     history: list[dict[str, Any]] = []
-    best_epoch, best_score, best_weights, bad_epochs, lr_scale = 0, -1.0, None, 0, 1.0
+    best_epoch, best_score, best_weights, bad_epochs = 0, -1.0, None, 0
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         model.train()
@@ -76,7 +70,7 @@ def fit(
             "loss": total / max(steps, 1),
             **{f"valid_{k}": v for k, v in metrics.items()},
             "seconds": time.perf_counter() - started,
-            "lr": config.lr * lr_scale,
+            "lr": scheduler.base_lrs[0],  # after warmup
         }
         history.append(row)
         if log is not None:
@@ -88,8 +82,7 @@ def fit(
             bad_epochs += 1
             if bad_epochs >= config.patience:
                 break
-            lr_scale = plateau_lr_scale(lr_scale, bad_epochs, config)
-            apply_lr_scale(scheduler, lr_scale)
+            decay_on_plateau(scheduler, bad_epochs, config)
     if best_weights is not None:
         model.load_state_dict(best_weights)
     return FitResult(model.eval(), best_epoch, history)
