@@ -58,6 +58,8 @@ class TrainConfig:
     strategy: str = "traversal"  # traversal | sampling
     loss: str = "ce"  # ce (full softmax) | sampled (sampled softmax)
     num_negatives: int = 1024
+    # Share of each target's label spread evenly over the scored items (0: plain cross-entropy).
+    label_smoothing: float = 0.0
     epochs: int = 200
     batch_size: int = 128
     lr: float = 1e-3

@@ -30,17 +30,17 @@ CHUNK_LOGITS = 1 << 20
 
 
 class LinearCrossEntropy(torch.autograd.Function):
-    """mean(cross_entropy(users @ weights.T + bias, targets)) without materialising the
-    (N, n_items) logits: rows go through in cache-sized chunks. With `with_grad`, the forward
-    pass also computes the gradients while each chunk's logits are in cache (one matrix
-    product and one exp per logit, where a backward pass would recompute the logits), and the
-    backward pass only scales them. Full softmax over the catalog dominates training; this is
-    several times faster on CPU than `F.cross_entropy(F.linear(...))`, with the same result up
-    to float rounding. Call it through `linear_cross_entropy`."""
+    """mean(cross_entropy(users @ weights.T + bias, targets, label_smoothing=smoothing)) without
+    materialising the (N, n_items) logits: rows go through in cache-sized chunks. With
+    `with_grad`, the forward pass also computes the gradients while each chunk's logits are in
+    cache (one matrix product and one exp per logit, where a backward pass would recompute the
+    logits), and the backward pass only scales them. Full softmax over the catalog dominates
+    training; this is several times faster on CPU than `F.cross_entropy(F.linear(...))`, with
+    the same result up to float rounding. Call it through `linear_cross_entropy`."""
 
     @staticmethod
-    def forward(ctx, users, weights, bias, targets, with_grad):  # (N, d), (n, d), (n,)|None, (N,)
-        n_rows = users.shape[0]
+    def forward(ctx, users, weights, bias, targets, smoothing, with_grad):  # (N,d),(n,d),(n,),(N,)
+        n_rows, n_items = users.shape[0], weights.shape[0]
         chunk = max(1, CHUNK_LOGITS // weights.shape[0])
         total = users.new_zeros(())
         d_users = torch.empty_like(users) if with_grad else None
@@ -50,15 +50,21 @@ class LinearCrossEntropy(torch.autograd.Function):
             rows = slice(start, start + chunk)
             row_targets = targets[rows].unsqueeze(1)  # (C, 1)
             logits = F.linear(users[rows], weights, bias)  # (C, n)
+            # Label smoothing: the target gets 1 - s of the label mass, every item s / n, so
+            # the loss is (1 - s) (lse - z_target) + s (lse - mean z).
+            mean_logits = logits.mean(dim=1, keepdim=True) if smoothing else 0.0  # (C, 1)
             row_max = logits.amax(dim=1, keepdim=True)  # (C, 1)
             target_logits = logits.gather(1, row_targets)  # (C, 1)
             probs = logits.sub_(row_max).exp_()  # unnormalised softmax, in place
             sums = probs.sum(dim=1, keepdim=True)  # (C, 1)
-            total += (sums.log() + row_max - target_logits).sum()
+            target_term = (1.0 - smoothing) * target_logits + smoothing * mean_logits
+            total += (sums.log() + row_max - target_term).sum()
             if not with_grad:
                 continue
             d_logits = probs.div_(sums)  # softmax
-            d_logits.scatter_add_(1, row_targets, torch.full_like(target_logits, -1.0))
+            if smoothing:
+                d_logits.sub_(smoothing / n_items)
+            d_logits.scatter_add_(1, row_targets, torch.full_like(target_logits, smoothing - 1.0))
             d_logits.mul_(1.0 / n_rows)  # d mean(loss) / d logits
             d_users[rows] = d_logits @ weights  # (C, d)
             d_weights.addmm_(d_logits.T, users[rows])  # (n, d)
@@ -73,17 +79,22 @@ class LinearCrossEntropy(torch.autograd.Function):
         if d_users is None:
             raise RuntimeError("LinearCrossEntropy ran with with_grad=False: no gradients")
         d_bias = d_bias * grad if d_bias is not None else None
-        return d_users * grad, d_weights * grad, d_bias, None, None
+        return d_users * grad, d_weights * grad, d_bias, None, None, None
 
 
 def linear_cross_entropy(
-    users: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor
+    users: torch.Tensor,
+    weights: torch.Tensor,
+    bias: torch.Tensor | None,
+    targets: torch.Tensor,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """mean(cross_entropy(users @ weights.T + bias, targets)), computing its gradients in the
-    same pass when autograd will want them. (N, d), (n, d), (n,) | None, (N,) -> ()"""
+    """mean(cross_entropy(users @ weights.T + bias, targets, label_smoothing=...)), computing
+    its gradients in the same pass when autograd will want them.
+    (N, d), (n, d), (n,) | None, (N,) -> ()"""
     inputs = [users, weights] + ([bias] if bias is not None else [])
     with_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
-    return LinearCrossEntropy.apply(users, weights, bias, targets, with_grad)
+    return LinearCrossEntropy.apply(users, weights, bias, targets, label_smoothing, with_grad)
 
 
 class ItemRepresentation(nn.Module):
@@ -326,12 +337,16 @@ class RecommendationLLM(nn.Module):
             return table[1:], None
         return self.output.weight, self.output.bias
 
-    def forward(self, batch: dict[str, torch.Tensor], num_negatives: int = 0) -> torch.Tensor:
+    def forward(
+        self, batch: dict[str, torch.Tensor], num_negatives: int = 0, label_smoothing: float = 0.0
+    ) -> torch.Tensor:
         """Mean next-item loss over every position with a target.
 
         batch["input_ids"], batch["target_ids"]: (B, T) internal indices, 0 = no item/target.
         num_negatives = 0: softmax over the whole catalog; otherwise sampled softmax against
-        that many uniformly drawn items shared across the batch (uniform, so logQ is constant)."""
+        that many uniformly drawn items shared across the batch (uniform, so logQ is constant).
+        label_smoothing: the share of each target's label spread evenly over the items scored
+        (the catalog, or the target and its negatives)."""
         batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
         table = self.items(batch)  # (n_items + 1, d)
         hidden = self.hidden_states(batch["input_ids"], table)  # (B, T, d)
@@ -340,7 +355,7 @@ class RecommendationLLM(nn.Module):
         targets = batch["target_ids"][has_target] - 1  # (N,) item indices
         weights, bias = self.output_weights(table)  # (n_items, d), (n_items,)
         if num_negatives <= 0:
-            return linear_cross_entropy(users, weights, bias, targets)
+            return linear_cross_entropy(users, weights, bias, targets, label_smoothing)
         negatives = torch.randint(0, self.n_items, (num_negatives,)).to(self.device)  # (K,)
         positive = (users * weights[targets]).sum(-1, keepdim=True)  # (N, 1)
         negative = users @ weights[negatives].T  # (N, K)
@@ -352,7 +367,13 @@ class RecommendationLLM(nn.Module):
             negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf")
         )
         logits = torch.cat([positive, negative], dim=1)  # (N, 1 + K)
-        return F.cross_entropy(logits, torch.zeros_like(targets))
+        log_probs = logits.log_softmax(dim=1)  # (N, 1 + K)
+        loss = -log_probs[:, 0]  # (N,)
+        if label_smoothing:  # spread over the target and its real (unmasked) negatives
+            scored = torch.isfinite(logits)
+            spread = -log_probs.masked_fill(~scored, 0.0).sum(1) / scored.sum(1)  # (N,)
+            loss = (1.0 - label_smoothing) * loss + label_smoothing * spread
+        return loss.mean()
 
     @torch.no_grad()
     def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:

@@ -207,7 +207,7 @@ def _train_epoch(
         batch = make_batch(
             windows[start : start + config.batch_size], config.strategy == "sampling"
         )
-        loss = model(batch, num_negatives=num_negatives)
+        loss = model(batch, num_negatives=num_negatives, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
@@ -268,6 +268,10 @@ def train(
     if train_config.loss not in {"ce", "sampled"}:
         raise ValueError(f"train.loss: expected ce or sampled, got {train_config.loss!r}")
     check_lr_decay(train_config)
+    if not 0.0 <= train_config.label_smoothing < 1.0:
+        raise ValueError(
+            f"train.label_smoothing must be in [0, 1), got {train_config.label_smoothing}"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if train_config.threads > 0:

@@ -129,6 +129,25 @@ def test_sampled_softmax_loss_runs_and_backpropagates():
     assert model.items.id_embedding.weight.grad.abs().sum() > 0
 
 
+def test_sampled_softmax_label_smoothing_spreads_over_target_and_real_negatives():
+    model = tiny_model().eval()  # no dropout: the forward pass draws only the negatives
+    sequences = [np.array([3, 1, 4, 1]), np.array([5, 9])]
+    input_ids, _ = pad_histories([s[:-1] for s in sequences], max_len=5)
+    target_ids, _ = pad_histories([s[1:] for s in sequences], max_len=5)
+    torch.manual_seed(0)
+    loss = model({"input_ids": input_ids, "target_ids": target_ids}, 6, label_smoothing=0.3)
+    torch.manual_seed(0)
+    negatives = torch.randint(0, N_ITEMS, (6,)).tolist()
+    terms = []
+    for s in sequences:
+        for t in range(1, len(s)):
+            # A negative equal to the target is masked out, not scored.
+            scored = [s[t]] + [n for n in negatives if n != s[t]]
+            logits = model.score([s[:t]])[0, scored].unsqueeze(0)
+            terms.append(F.cross_entropy(logits, torch.tensor([0]), label_smoothing=0.3))
+    torch.testing.assert_close(loss, torch.stack(terms).mean(), atol=1e-5, rtol=1e-5)
+
+
 def test_padding_row_is_internal_index_zero():
     input_ids, lengths = pad_histories([np.array([0, 2]), np.array([4, 5, 6, 7])], max_len=3)
     assert input_ids.tolist() == [[1, 3, 0], [6, 7, 8]]
@@ -142,8 +161,8 @@ def test_bad_configs_are_named():
         RecommendationLLM(ModelConfig(item_repr="title"), N_ITEMS, None)
 
 
-@pytest.mark.parametrize("with_bias", [False, True])
-def test_fused_linear_cross_entropy_matches_autograd_reference(with_bias, monkeypatch):
+@pytest.mark.parametrize(("with_bias", "smoothing"), [(False, 0.0), (True, 0.0), (True, 0.2)])
+def test_fused_linear_cross_entropy_matches_autograd_reference(with_bias, smoothing, monkeypatch):
     monkeypatch.setattr("lite_rec.model.CHUNK_LOGITS", 3 * 50)  # several chunks of 3 rows
     generator = torch.Generator().manual_seed(0)
     users = torch.randn(10, 4, generator=generator, requires_grad=True)
@@ -152,14 +171,15 @@ def test_fused_linear_cross_entropy_matches_autograd_reference(with_bias, monkey
     targets = torch.randint(0, 50, (10,), generator=generator)
     inputs = [users, weights] + ([bias] if with_bias else [])
     # Scaled by 3: the backward pass must multiply the gradients it computed up front.
-    fused = 3 * linear_cross_entropy(users, weights, bias, targets)
+    fused = 3 * linear_cross_entropy(users, weights, bias, targets, smoothing)
     fused_grads = torch.autograd.grad(fused, inputs)
-    reference = 3 * F.cross_entropy(F.linear(users, weights, bias), targets)
+    logits = F.linear(users, weights, bias)
+    reference = 3 * F.cross_entropy(logits, targets, label_smoothing=smoothing)
     reference_grads = torch.autograd.grad(reference, inputs)
     torch.testing.assert_close(fused, reference)
     for got, expected in zip(fused_grads, reference_grads, strict=True):
         torch.testing.assert_close(got, expected)
     with torch.no_grad():  # the value alone, no gradient work
-        value = linear_cross_entropy(users, weights, bias, targets)
+        value = linear_cross_entropy(users, weights, bias, targets, smoothing)
     assert value.grad_fn is None
     torch.testing.assert_close(3 * value, reference.detach())

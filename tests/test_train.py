@@ -107,6 +107,14 @@ def test_learning_rate_decays_on_plateau_and_resumes(tmp_path):
         )
 
 
+@pytest.mark.parametrize("smoothing", [-0.1, 1.0])
+def test_label_smoothing_outside_0_1_is_refused_before_writing(tmp_path, smoothing):
+    model_config, train_config = small_configs(epochs=1, label_smoothing=smoothing)
+    with pytest.raises(ValueError, match=r"train.label_smoothing must be in \[0, 1\)"):
+        train(cyclic_data(**DATA), None, id_only(model_config), train_config, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
 def test_resume_from_a_checkpoint_older_than_a_config_key(tmp_path):
     """A checkpoint written before `train.lr_decay` existed resumes when the new keys keep
     their defaults (the behaviour it was trained with) and is refused when they do not."""
