@@ -41,35 +41,43 @@ class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, users, weights, bias, targets, smoothing, with_grad):  # (N,d),(n,d),(n,),(N,)
         n_rows, n_items = users.shape[0], weights.shape[0]
-        chunk = max(1, CHUNK_LOGITS // weights.shape[0])
+        chunk = max(1, CHUNK_LOGITS // n_items)
         total = users.new_zeros(())
         d_users = torch.empty_like(users) if with_grad else None
         d_weights = torch.zeros_like(weights) if with_grad else None
         d_bias = torch.zeros_like(bias) if with_grad and bias is not None else None
+        # Label smoothing gives the target 1 - s of the label mass and every item s / n: the
+        # loss is (1 - s) (lse - z_target) + s (lse - mean z), and mean z = u . mean(w) +
+        # mean(b) costs a dot product per row. Its gradient (-s / n on every logit) is added
+        # in closed form after the loop instead of one more pass over the logits.
+        mean_weight = weights.mean(0) if smoothing else None  # (d,)
+        mean_bias = bias.mean() if smoothing and bias is not None else 0.0
         for start in range(0, n_rows, chunk):
             rows = slice(start, start + chunk)
             row_targets = targets[rows].unsqueeze(1)  # (C, 1)
             logits = F.linear(users[rows], weights, bias)  # (C, n)
-            # Label smoothing: the target gets 1 - s of the label mass, every item s / n, so
-            # the loss is (1 - s) (lse - z_target) + s (lse - mean z).
-            mean_logits = logits.mean(dim=1, keepdim=True) if smoothing else 0.0  # (C, 1)
             row_max = logits.amax(dim=1, keepdim=True)  # (C, 1)
-            target_logits = logits.gather(1, row_targets)  # (C, 1)
+            target_term = logits.gather(1, row_targets)  # (C, 1)
+            if smoothing:
+                mean_logits = (users[rows] @ mean_weight).unsqueeze(1) + mean_bias  # (C, 1)
+                target_term = (1.0 - smoothing) * target_term + smoothing * mean_logits
             probs = logits.sub_(row_max).exp_()  # unnormalised softmax, in place
             sums = probs.sum(dim=1, keepdim=True)  # (C, 1)
-            target_term = (1.0 - smoothing) * target_logits + smoothing * mean_logits
             total += (sums.log() + row_max - target_term).sum()
             if not with_grad:
                 continue
             d_logits = probs.div_(sums)  # softmax
-            if smoothing:
-                d_logits.sub_(smoothing / n_items)
-            d_logits.scatter_add_(1, row_targets, torch.full_like(target_logits, smoothing - 1.0))
-            d_logits.mul_(1.0 / n_rows)  # d mean(loss) / d logits
+            d_logits.scatter_add_(1, row_targets, torch.full_like(sums, smoothing - 1.0))
+            d_logits.mul_(1.0 / n_rows)  # d mean(loss) / d logits, less the smoothing's -s / n
             d_users[rows] = d_logits @ weights  # (C, d)
             d_weights.addmm_(d_logits.T, users[rows])  # (n, d)
             if d_bias is not None:
                 d_bias += d_logits.sum(0)
+        if with_grad and smoothing:  # the -s / (n * n_rows) on every logit
+            d_users -= (smoothing / n_rows) * mean_weight
+            d_weights -= (smoothing / (n_items * n_rows)) * users.sum(0)
+            if d_bias is not None:
+                d_bias -= smoothing / n_items
         ctx.save_for_backward(d_users, d_weights, d_bias)
         return total / n_rows
 
