@@ -43,6 +43,10 @@ class ModelConfig:
     num_heads: int = 2
     dropout: float = 0.3
     max_len: int = 50
+    # Position ids: "start" counts from each history's first item (a prefix scores the same
+    # alone as inside a longer training window); "end" counts back from the last item, which
+    # always sits at position max_len - 1, as in SASRec's left-padded sequences.
+    positions: str = "start"
     backbone: str = "gpt2"  # a transformers config type, or a model id / path to load
     head_mlp: bool = False  # an MLP before the tied output: worse and slower to converge
     tie_output: bool = True

@@ -23,6 +23,7 @@ from torch import nn
 from lite_rec.config import ModelConfig
 
 ITEM_REPRS = ("text", "id", "text+id")
+POSITIONS = ("start", "end")
 
 
 # Logits per chunk of the fused output loss: 4 MB of float32 stays in cache on a CPU.
@@ -233,13 +234,14 @@ def _gpt2_attention(block: nn.Module, normed: torch.Tensor, last: torch.Tensor |
     return out if last is None else out.squeeze(1)
 
 
-def gpt2_last_states(gpt2: nn.Module, inputs_embeds: torch.Tensor, last: torch.Tensor):
+def gpt2_last_states(
+    gpt2: nn.Module, inputs_embeds: torch.Tensor, last: torch.Tensor, position_ids: torch.Tensor
+):
     """GPT-2's final hidden state at position `last[b]` of each row, in eval mode: the last
     block runs its query, output projection and MLP for that one position only (earlier
     positions feed it keys and values), about a third less work than the whole forward.
-    inputs_embeds (B, T, d), last (B,) -> (B, d)"""
-    width = inputs_embeds.shape[1]
-    hidden = inputs_embeds + gpt2.wpe(torch.arange(width, device=inputs_embeds.device))
+    inputs_embeds (B, T, d), last (B,), position_ids (B, T) -> (B, d)"""
+    hidden = inputs_embeds + gpt2.wpe(position_ids)
     *blocks, final = gpt2.h
     for block in blocks:
         hidden = hidden + _gpt2_attention(block, block.ln_1(hidden), None)
@@ -292,6 +294,10 @@ class RecommendationLLM(nn.Module):
                 f"backbone {config.backbone!r} has width {width}, "
                 f"model.hidden_size is {config.hidden_size}"
             )
+        if config.positions not in POSITIONS:
+            raise ValueError(
+                f"model.positions: expected one of {POSITIONS}, got {config.positions!r}"
+            )
         self.items = ItemRepresentation(config, n_items, text_embeddings)
         self.head = (
             nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
@@ -312,10 +318,26 @@ class RecommendationLLM(nn.Module):
     def text_dim(self) -> int:
         return self.items.text.shape[1] if self.items.use_text else 0
 
+    def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Position of every slot of right-padded input_ids (B, T) -> (B, T): 0, 1, ... from
+        each row's first item ("start"), or shifted so that each row's last item is at
+        max_len - 1 ("end"; padding slots after it are clamped there, and causal attention
+        keeps them out of real positions)."""
+        width = input_ids.shape[1]
+        positions = torch.arange(width, device=input_ids.device).expand_as(input_ids)
+        if self.config.positions == "start":
+            return positions
+        lengths = (input_ids > 0).sum(1, keepdim=True)  # (B, 1)
+        return (positions + self.config.max_len - lengths).clamp(0, self.config.max_len - 1)
+
     def hidden_states(self, input_ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """input_ids (B, T) internal indices, right-padded -> (B, T, d)"""
         inputs_embeds = table[input_ids]  # (B, T, d)
-        return self.backbone(inputs_embeds=inputs_embeds).last_hidden_state  # (B, T, d)
+        # "start" is every backbone's own default (and T5-style encoders take no position ids).
+        extra = (
+            {"position_ids": self.position_ids(input_ids)} if self.config.positions == "end" else {}
+        )
+        return self.backbone(inputs_embeds=inputs_embeds, **extra).last_hidden_state  # (B, T, d)
 
     @torch.no_grad()
     def item_table(self) -> torch.Tensor:
@@ -335,7 +357,8 @@ class RecommendationLLM(nn.Module):
         table = self.item_table()
         last = (lengths - 1).clamp(min=0)  # an empty history reads the padding position
         if self._last_states_fast:
-            return gpt2_last_states(self.backbone, table[input_ids], last)
+            position_ids = self.position_ids(input_ids)
+            return gpt2_last_states(self.backbone, table[input_ids], last, position_ids)
         hidden = self.hidden_states(input_ids, table)  # (B, T, d)
         return hidden[torch.arange(len(last), device=hidden.device), last]
 

@@ -14,7 +14,10 @@ def tiny_model(**overrides) -> RecommendationLLM:
     values = dict(hidden_size=8, num_layers=2, num_heads=2, dropout=0.3, max_len=5)
     config = ModelConfig(**{**values, **overrides})
     text = np.random.default_rng(0).normal(size=(N_ITEMS, TEXT_DIM)).astype(np.float32)
-    return RecommendationLLM(config, N_ITEMS, text if "text" in config.item_repr else None).eval()
+    model = RecommendationLLM(config, N_ITEMS, text if "text" in config.item_repr else None)
+    with torch.no_grad():  # positions as large as items: a wrong position id shows in scores
+        model.backbone.wpe.weight.normal_()
+    return model.eval()
 
 
 HISTORIES = [
@@ -44,7 +47,12 @@ def reference_scores(model: RecommendationLLM, history: np.ndarray) -> torch.Ten
             vector = vector + model.items.id_embedding.weight[item + 1]
         rows.append(vector)
     item_vectors = torch.stack(rows)  # (n_items, d)
-    states = model.backbone(inputs_embeds=item_vectors[kept].unsqueeze(0)).last_hidden_state
+    # Positions 0.. from the first item, or ending at max_len - 1 with the last ("end").
+    offset = config.max_len - len(kept) if config.positions == "end" else 0
+    positions = torch.arange(len(kept)).unsqueeze(0) + offset
+    states = model.backbone(
+        inputs_embeds=item_vectors[kept].unsqueeze(0), position_ids=positions
+    ).last_hidden_state
     user = model.head(states[0, -1])  # (d,)
     if model.output is None:
         return torch.stack([user @ item_vectors[i] for i in range(N_ITEMS)])
@@ -62,6 +70,8 @@ def reference_scores(model: RecommendationLLM, history: np.ndarray) -> torch.Ten
         {"item_repr": "text+id", "tie_output": False},
         {"item_repr": "text+id", "num_layers": 1},
         {"item_repr": "text+id", "num_layers": 3, "head_mlp": True},
+        {"item_repr": "text+id", "positions": "end"},
+        {"item_repr": "id", "positions": "end", "num_layers": 1},
     ],
 )
 def test_score_matches_brute_force(overrides):
@@ -117,6 +127,24 @@ def test_forward_loss_equals_full_softmax_cross_entropy_of_score():
         for t in range(1, len(s))
     ]
     torch.testing.assert_close(loss, torch.stack(terms).mean(), atol=1e-5, rtol=1e-5)
+
+
+def test_end_positions_train_each_windows_last_item_where_scoring_puts_it():
+    """With positions="end" a training window's last target is predicted from the position
+    scoring uses for that history (max_len - 1), whatever the window's length."""
+    model = tiny_model(positions="end")
+    sequences = [np.array([3, 1, 4, 1]), np.array([5, 9]), np.array([2, 6, 5, 3, 5, 8])]
+    inputs = [s[:-1] for s in sequences]
+    input_ids, lengths = pad_histories(inputs, max_len=5)
+    target_ids = torch.zeros_like(input_ids)
+    target_ids[torch.arange(len(sequences)), lengths - 1] = torch.tensor(
+        [s[-1] + 1 for s in sequences]
+    )
+    loss = model({"input_ids": input_ids, "target_ids": target_ids})
+    expected = F.cross_entropy(model.score(inputs), torch.tensor([s[-1] for s in sequences]))
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="model.positions"):
+        tiny_model(positions="middle")
 
 
 def test_sampled_softmax_loss_runs_and_backpropagates():
