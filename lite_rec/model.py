@@ -67,9 +67,10 @@ class LinearCrossEntropy(torch.autograd.Function):
             total += (sums.log() + row_max - target_term).sum()
             if not with_grad:
                 continue
-            d_logits = probs.div_(sums)  # softmax
-            d_logits.scatter_add_(1, row_targets, torch.full_like(sums, smoothing - 1.0))
-            d_logits.mul_(1.0 / n_rows)  # d mean(loss) / d logits, less the smoothing's -s / n
+            # d mean(loss) / d logits = (softmax - (1 - s) one_hot - s / n) / n_rows in one
+            # pass over the chunk, but for the smoothing's -s / n (added after the loop).
+            d_logits = probs.div_(sums * n_rows)
+            d_logits.scatter_add_(1, row_targets, torch.full_like(sums, (smoothing - 1.0) / n_rows))
             d_users[rows] = d_logits @ weights  # (C, d)
             d_weights.addmm_(d_logits.T, users[rows])  # (n, d)
             if d_bias is not None:
