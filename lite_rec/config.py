@@ -41,12 +41,13 @@ class ModelConfig:
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 2
-    dropout: float = 0.3
+    dropout: float = 0.5
     max_len: int = 50
-    # Position ids: "start" counts from each history's first item (a prefix scores the same
-    # alone as inside a longer training window); "end" counts back from the last item, which
-    # always sits at position max_len - 1, as in SASRec's left-padded sequences.
-    positions: str = "start"
+    # Position ids: "end" counts back from the last item, which always sits at position
+    # max_len - 1, as in SASRec's left-padded sequences (better on Amazon Beauty); "start"
+    # counts from each history's first item (a prefix then scores the same alone as inside a
+    # longer training window).
+    positions: str = "end"
     backbone: str = "gpt2"  # a transformers config type, or a model id / path to load
     head_mlp: bool = False  # an MLP before the tied output: worse and slower to converge
     tie_output: bool = True
@@ -72,14 +73,32 @@ class TrainConfig:
     warmup_steps: int = 100
     grad_clip: float = 1.0
     patience: int = 5  # stop after this many epochs without a better validation NDCG@10
+    # "Better" means higher by more than this: once the rate has decayed, gains of 1e-5 are
+    # noise, and counting them kept training going for nothing.
+    min_delta: float = 1e-4
     # Multiply the learning rate by `lr_decay` after every `lr_decay_patience` epochs without a
     # better validation NDCG@10 (1.0: constant learning rate after warmup).
-    lr_decay: float = 1.0
-    lr_decay_patience: int = 3
+    lr_decay: float = 0.5
+    lr_decay_patience: int = 1
     eval_batch_size: int = 1024
     seed: int = 42
     threads: int = 0  # 0: every core torch sees
     device: str = "cpu"  # a torch device; resuming is bit-identical on cpu
+
+
+# What a key's behaviour was before the key existed. A saved config (a checkpoint, a trained
+# model's model_config.json) that lacks a key was written by code that behaved so, whatever the
+# default is now: reading it with today's default would silently change an old model.
+BEFORE_KEY_EXISTED: dict[str, dict[str, Any]] = {
+    "model": {"positions": "start"},
+    "train": {"label_smoothing": 0.0, "lr_decay": 1.0, "lr_decay_patience": 3, "min_delta": 0.0},
+}
+
+
+def saved_section(section: str, saved: dict[str, Any], defaults: Any) -> dict[str, Any]:
+    """A config section as saved by an earlier run, completed with the behaviour of the keys
+    added since: `BEFORE_KEY_EXISTED`, then `defaults` (a section dataclass) for the rest."""
+    return {**dataclasses.asdict(defaults), **BEFORE_KEY_EXISTED.get(section, {}), **saved}
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lite_rec.config import ItemLLMConfig, ModelConfig, TrainConfig
+from lite_rec.config import ItemLLMConfig, ModelConfig, TrainConfig, saved_section
 from lite_rec.evaluate import evaluate
 from lite_rec.item_embeddings import ItemEncoder, item_text
 from lite_rec.item_tower import ItemTower
@@ -136,19 +136,24 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(temporary, path)
 
 
+def is_better(score: float, best: float, config: TrainConfig) -> bool:
+    """Whether a validation score beats the best so far by more than `min_delta`."""
+    return score > best + config.min_delta
+
+
 def _record_epoch(
-    state: dict[str, Any], row: dict[str, Any], model: RecommendationLLM, patience: int
+    state: dict[str, Any], row: dict[str, Any], model: RecommendationLLM, config: TrainConfig
 ) -> None:
     """Append the epoch to the history, keep the best weights, decide on early stopping."""
     state["history"].append(row)
     state["epoch"] = row["epoch"]
     score = row[f"valid_{SELECTION_METRIC}"]
-    if score > state["best_score"]:
+    if is_better(score, state["best_score"], config):
         state.update(best_epoch=row["epoch"], best_score=score, bad_epochs=0)
         state["best_weights"] = {k: v.clone() for k, v in model.state_dict().items()}
     else:
         state["bad_epochs"] += 1
-    state["finished"] = state["bad_epochs"] >= patience
+    state["finished"] = state["bad_epochs"] >= config.patience
 
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, state, config: TrainConfig) -> None:
@@ -175,8 +180,8 @@ def _restore_checkpoint(path: Path, model, optimizer, scheduler, config: TrainCo
     wanted = {"model": model.config, "train": config}
     changed = []
     for section, current in wanted.items():
-        # A key the checkpoint lacks is newer than the run and had its default value there.
-        then = {**dataclasses.asdict(type(current)()), **checkpoint[f"{section}_config"]}
+        # A key the checkpoint lacks is newer than the run: it behaved as before the key.
+        then = saved_section(section, checkpoint[f"{section}_config"], type(current)())
         changed += [
             f"{section}.{key}: {then[key]!r} -> {value!r}"
             for key, value in dataclasses.asdict(current).items()
@@ -305,7 +310,7 @@ def train(
         row = {"epoch": epoch, "loss": loss, **{f"valid_{k}": v for k, v in metrics.items()}}
         row["seconds"] = time.perf_counter() - started
         row["lr"] = scheduler.base_lrs[0]  # this epoch's rate after warmup
-        _record_epoch(state, row, model, train_config.patience)
+        _record_epoch(state, row, model, train_config)
         decay_on_plateau(scheduler, state["bad_epochs"], train_config)
         line = (
             f"epoch {epoch}: loss {loss:.4f}, valid ndcg@10 {metrics['ndcg@10']:.4f}, "
@@ -344,7 +349,7 @@ def load_model(out_dir: str | Path) -> RecommendationLLM:
     """Rebuild the model `save_model` wrote, in eval mode."""
     out_dir = Path(out_dir)
     description = json.loads((out_dir / MODEL_CONFIG_FILE).read_text())
-    config = ModelConfig(**description["model"])
+    config = ModelConfig(**saved_section("model", description["model"], ModelConfig()))
     text_dim = description["text_dim"]
     placeholder = (
         np.zeros((description["n_items"], text_dim), dtype=np.float32) if text_dim else None

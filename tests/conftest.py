@@ -97,13 +97,15 @@ def cyclic_data(n_items: int, n_users: int, min_length: int = 5, spread: int = 3
     )
 
 
-def assert_lr_follows_plateaus(history: list[dict], lr: float, decay: float) -> None:
-    """Each epoch's rate is `lr` x `decay` per earlier epoch without a better validation
-    NDCG@10 (lr_decay_patience=1), and at least one decay happened."""
+def assert_lr_follows_plateaus(
+    history: list[dict], lr: float, decay: float, min_delta: float
+) -> None:
+    """Each epoch's rate is `lr` x `decay` per earlier epoch without a validation NDCG@10
+    better by more than `min_delta` (lr_decay_patience=1), and at least one decay happened."""
     best = -1.0
     for row in history:
         assert row["lr"] == pytest.approx(lr), history
-        if row["valid_ndcg@10"] > best:
+        if row["valid_ndcg@10"] > best + min_delta:
             best = row["valid_ndcg@10"]
         else:
             lr *= decay

@@ -178,9 +178,10 @@ def test_baselines_decay_the_learning_rate_on_a_plateau():
         patience=100,
         lr_decay=0.5,
         lr_decay_patience=1,
+        min_delta=0.005,
     )
     result = train_sasrec_bce(data, small_model_config(), train_config)
-    assert_lr_follows_plateaus(result.history, 5e-2, 0.5)
+    assert_lr_follows_plateaus(result.history, 5e-2, 0.5, min_delta=0.005)
 
 
 def test_masked_windows_mask_at_least_one_item_per_window():

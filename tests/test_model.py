@@ -83,10 +83,13 @@ def test_score_matches_brute_force(overrides):
     torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_scoring_an_empty_history_reads_the_padding_position():
-    model = tiny_model()
+@pytest.mark.parametrize(("positions", "position"), [("start", 0), ("end", 4)])
+def test_scoring_an_empty_history_reads_the_padding_position(positions, position):
+    model = tiny_model(positions=positions)  # max_len 5: "end" puts the padding at 4
     with torch.no_grad():
-        states = model.backbone(inputs_embeds=model.items()[:1].unsqueeze(0)).last_hidden_state
+        states = model.backbone(
+            inputs_embeds=model.items()[:1].unsqueeze(0), position_ids=torch.tensor([[position]])
+        ).last_hidden_state
         expected = model.head(states[0, 0]) @ model.items()[1:].T
     torch.testing.assert_close(model.score([np.array([], dtype=np.int64)])[0], expected)
 
@@ -116,7 +119,8 @@ def test_score_runs_in_eval_mode_and_restores_training_mode():
 
 
 def test_forward_loss_equals_full_softmax_cross_entropy_of_score():
-    model = tiny_model()
+    """Positions from the first item: every training position is its prefix scored alone."""
+    model = tiny_model(positions="start")
     sequences = [np.array([3, 1, 4, 1]), np.array([5, 9])]
     input_ids, _ = pad_histories([s[:-1] for s in sequences], max_len=5)
     target_ids, _ = pad_histories([s[1:] for s in sequences], max_len=5)
@@ -158,7 +162,9 @@ def test_sampled_softmax_loss_runs_and_backpropagates():
 
 
 def test_sampled_softmax_label_smoothing_spreads_over_target_and_real_negatives():
-    model = tiny_model().eval()  # no dropout: the forward pass draws only the negatives
+    # No dropout (eval): the forward pass draws only the negatives. Positions from the first
+    # item, so each training position is its prefix scored alone.
+    model = tiny_model(positions="start").eval()
     sequences = [np.array([3, 1, 4, 1]), np.array([5, 9])]
     input_ids, _ = pad_histories([s[:-1] for s in sequences], max_len=5)
     target_ids, _ = pad_histories([s[1:] for s in sequences], max_len=5)

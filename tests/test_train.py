@@ -1,4 +1,5 @@
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -6,8 +7,9 @@ import torch
 
 from lite_rec.config import ModelConfig, TrainConfig
 from lite_rec.evaluate import evaluate, recommend
+from lite_rec.model import RecommendationLLM
 from lite_rec.sequences import SequenceData
-from lite_rec.train import load_model, train, traversal_windows
+from lite_rec.train import _record_epoch, load_model, train, traversal_windows
 from tests.conftest import assert_lr_follows_plateaus, cyclic_data
 
 DATA = {"n_items": 20, "n_users": 60, "min_length": 6, "spread": 5}
@@ -93,7 +95,7 @@ def test_learning_rate_decays_on_plateau_and_resumes(tmp_path):
     # Crash after epoch 5, whose plateau decays the rate for epoch 6 (and epoch 4's for 5).
     assert_resume_after_crash_is_identical(run, tmp_path, crash_after=5)
     history = run(tmp_path / "a").history  # finished: reads the history back
-    assert_lr_follows_plateaus(history, 0.05, 0.5)
+    assert_lr_follows_plateaus(history, 0.05, 0.5, train_config.min_delta)
     assert history[5]["lr"] < history[4]["lr"] < history[3]["lr"], "no decay at the crash"
     optimizer = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["optimizer"]
     assert optimizer["param_groups"][0]["lr"] == pytest.approx(history[-1]["lr"])
@@ -115,27 +117,61 @@ def test_label_smoothing_outside_0_1_is_refused_before_writing(tmp_path, smoothi
     assert not (tmp_path / "m").exists()
 
 
+def test_an_epoch_is_better_only_by_more_than_min_delta():
+    """Early stopping and the best weights follow gains above train.min_delta only."""
+    model = RecommendationLLM(ModelConfig(hidden_size=8, num_heads=2, item_repr="id"), 5)
+    config = TrainConfig(patience=2, min_delta=0.01)
+    state = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "best_weights": None}
+    state.update(bad_epochs=0, history=[], finished=False)
+    for epoch, score in enumerate([0.10, 0.105, 0.12, 0.125], start=1):
+        _record_epoch(state, {"epoch": epoch, "valid_ndcg@10": score}, model, config)
+    assert (state["best_epoch"], state["best_score"], state["bad_epochs"]) == (3, 0.12, 1)
+    assert not state["finished"]
+    _record_epoch(state, {"epoch": 5, "valid_ndcg@10": 0.1299}, model, config)
+    assert state["finished"] and state["best_epoch"] == 3
+
+
 def test_resume_from_a_checkpoint_older_than_a_config_key(tmp_path):
-    """A checkpoint written before `train.lr_decay` existed resumes when the new keys keep
-    their defaults (the behaviour it was trained with) and is refused when they do not."""
+    """A checkpoint written before `train.lr_decay` and `model.positions` existed trained
+    without decay and with positions from the first item, whatever the defaults are now: it
+    resumes with that behaviour and is refused, naming the key, with today's defaults."""
     data = cyclic_data(**DATA)
-    model_config, train_config = small_configs(epochs=1)
-    train(data, None, id_only(model_config), train_config, tmp_path, progress=False)
+    model_config, train_config = small_configs(epochs=1, lr_decay=1.0, lr_decay_patience=3)
+    model_config = id_only(dataclasses.replace(model_config, positions="start"))
+    train(data, None, model_config, train_config, tmp_path, progress=False)
     path = tmp_path / "checkpoint.pt"
     checkpoint = torch.load(path, weights_only=False)
     for key in ("lr_decay", "lr_decay_patience"):
         del checkpoint["train_config"][key]
+    del checkpoint["model_config"]["positions"]
     torch.save(checkpoint, path)
 
-    def resume(**changes):
+    def resume(model=model_config, **changes):
         changed = dataclasses.replace(train_config, epochs=2, **changes)
-        return train(data, None, id_only(model_config), changed, tmp_path, progress=False)
+        return train(data, None, model, changed, tmp_path, progress=False)
 
     with pytest.raises(ValueError, match=r"train.lr_decay: 1.0 -> 0.5"):
         resume(lr_decay=0.5)
+    with pytest.raises(ValueError, match=r"model.positions: 'start' -> 'end'"):
+        resume(dataclasses.replace(model_config, positions="end"))
     result = resume()
     assert [row["epoch"] for row in result.history] == [1, 2]
     assert result.history[1]["lr"] == train_config.lr
+
+
+def test_a_saved_model_older_than_a_config_key_loads_with_its_behaviour(tmp_path):
+    """model_config.json written before `model.positions` existed: positions from the first
+    item, as that model was trained, not today's default."""
+    model_config, train_config = small_configs(epochs=1)
+    model_config = id_only(dataclasses.replace(model_config, positions="start"))
+    trained = train(cyclic_data(**DATA), None, model_config, train_config, tmp_path).model
+    description = json.loads((tmp_path / "model_config.json").read_text())
+    del description["model"]["positions"]
+    (tmp_path / "model_config.json").write_text(json.dumps(description))
+    loaded = load_model(tmp_path)
+    assert loaded.config.positions == "start"
+    histories = [np.array([1, 2, 3]), np.array([4])]
+    torch.testing.assert_close(loaded.score(histories), trained.score(histories))
 
 
 def test_resume_refuses_another_config(tmp_path):

@@ -16,7 +16,13 @@ import torch
 from torch import nn
 
 from lite_rec.config import TrainConfig
-from lite_rec.train import SELECTION_METRIC, check_lr_decay, decay_on_plateau, warmup_schedule
+from lite_rec.train import (
+    SELECTION_METRIC,
+    check_lr_decay,
+    decay_on_plateau,
+    is_better,
+    warmup_schedule,
+)
 
 Batch = dict[str, torch.Tensor]
 
@@ -75,7 +81,7 @@ def fit(
         history.append(row)
         if log is not None:
             log(f"epoch {epoch}: loss {row['loss']:.4f}, valid ndcg@10 {metrics['ndcg@10']:.4f}")
-        if metrics[SELECTION_METRIC] > best_score:
+        if is_better(metrics[SELECTION_METRIC], best_score, config):
             best_epoch, best_score, bad_epochs = epoch, metrics[SELECTION_METRIC], 0
             best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
