@@ -131,13 +131,32 @@ def test_an_epoch_is_better_only_by_more_than_min_delta():
     assert state["finished"] and state["best_epoch"] == 3
 
 
+@dataclasses.dataclass
+class EndPositionsByDefault(ModelConfig):
+    """ModelConfig as it would be if the default positions became "end"."""
+
+    positions: str = "end"
+
+
+@dataclasses.dataclass
+class DecayByDefault(TrainConfig):
+    """TrainConfig as it would be if the rate decayed by default."""
+
+    lr_decay: float = 0.5
+    lr_decay_patience: int = 1
+
+
 def test_resume_from_a_checkpoint_older_than_a_config_key(tmp_path):
     """A checkpoint written before `train.lr_decay` and `model.positions` existed trained
-    without decay and with positions from the first item, whatever the defaults are now: it
-    resumes with that behaviour and is refused, naming the key, with today's defaults."""
+    without decay and with positions from the first item, whatever the defaults are (made
+    different here): it resumes with that behaviour and is refused, naming the key, with the
+    defaults."""
     data = cyclic_data(**DATA)
-    model_config, train_config = small_configs(epochs=1, lr_decay=1.0, lr_decay_patience=3)
-    model_config = id_only(dataclasses.replace(model_config, positions="start"))
+    model_config, train_config = small_configs(epochs=1)
+    model_config = EndPositionsByDefault(**dataclasses.asdict(id_only(model_config)))
+    model_config.positions = "start"
+    train_config = DecayByDefault(**dataclasses.asdict(train_config))
+    train_config.lr_decay, train_config.lr_decay_patience = 1.0, 3
     train(data, None, model_config, train_config, tmp_path, progress=False)
     path = tmp_path / "checkpoint.pt"
     checkpoint = torch.load(path, weights_only=False)
@@ -159,15 +178,16 @@ def test_resume_from_a_checkpoint_older_than_a_config_key(tmp_path):
     assert result.history[1]["lr"] == train_config.lr
 
 
-def test_a_saved_model_older_than_a_config_key_loads_with_its_behaviour(tmp_path):
+def test_a_saved_model_older_than_a_config_key_loads_with_its_behaviour(tmp_path, monkeypatch):
     """model_config.json written before `model.positions` existed: positions from the first
-    item, as that model was trained, not today's default."""
+    item, as that model was trained, even where the default is "end"."""
     model_config, train_config = small_configs(epochs=1)
     model_config = id_only(dataclasses.replace(model_config, positions="start"))
     trained = train(cyclic_data(**DATA), None, model_config, train_config, tmp_path).model
     description = json.loads((tmp_path / "model_config.json").read_text())
     del description["model"]["positions"]
     (tmp_path / "model_config.json").write_text(json.dumps(description))
+    monkeypatch.setattr("lite_rec.train.ModelConfig", EndPositionsByDefault)
     loaded = load_model(tmp_path)
     assert loaded.config.positions == "start"
     histories = [np.array([1, 2, 3]), np.array([4])]
