@@ -329,7 +329,8 @@ class RecommendationLLM(nn.Module):
         if self.config.positions == "start":
             return positions
         lengths = (input_ids > 0).sum(1, keepdim=True)  # (B, 1)
-        return (positions + self.config.max_len - lengths).clamp(0, self.config.max_len - 1)
+        # lengths <= T <= max_len, so only the padding after the last item needs the clamp.
+        return (positions + self.config.max_len - lengths).clamp(max=self.config.max_len - 1)
 
     def hidden_states(self, input_ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """input_ids (B, T) internal indices, right-padded -> (B, T, d)"""

@@ -112,13 +112,19 @@ def warmup_schedule(warmup_steps: int) -> Callable[[int], float]:
     return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
 
 
-def check_lr_decay(config: TrainConfig) -> None:
-    """Reject a decay factor outside (0, 1] or a decay patience below 1, by name."""
+def check_train_config(config: TrainConfig) -> None:
+    """Reject, by name, the loss and schedule settings that have no meaning."""
+    if config.loss not in {"ce", "sampled"}:
+        raise ValueError(f"train.loss: expected ce or sampled, got {config.loss!r}")
     if not 0.0 < config.lr_decay <= 1.0 or config.lr_decay_patience < 1:
         raise ValueError(
             "train.lr_decay must be in (0, 1] and train.lr_decay_patience >= 1, got "
             f"{config.lr_decay} and {config.lr_decay_patience}"
         )
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise ValueError(f"train.label_smoothing must be in [0, 1), got {config.label_smoothing}")
+    if config.min_delta < 0.0:
+        raise ValueError(f"train.min_delta must be >= 0, got {config.min_delta}")
 
 
 def decay_on_plateau(scheduler, bad_epochs: int, config: TrainConfig) -> None:
@@ -270,13 +276,7 @@ def train(
     `model_config.json`. `out_dir/checkpoint.pt` is rewritten after every epoch; with
     `resume`, a run picks up from it. `on_epoch_end(history_row)` runs after each checkpoint.
     `item_llm` (the Item LLM's config) is needed only with `model.finetune_item_llm`."""
-    if train_config.loss not in {"ce", "sampled"}:
-        raise ValueError(f"train.loss: expected ce or sampled, got {train_config.loss!r}")
-    check_lr_decay(train_config)
-    if not 0.0 <= train_config.label_smoothing < 1.0:
-        raise ValueError(
-            f"train.label_smoothing must be in [0, 1), got {train_config.label_smoothing}"
-        )
+    check_train_config(train_config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if train_config.threads > 0:

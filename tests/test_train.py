@@ -109,10 +109,18 @@ def test_learning_rate_decays_on_plateau_and_resumes(tmp_path):
         )
 
 
-@pytest.mark.parametrize("smoothing", [-0.1, 1.0])
-def test_label_smoothing_outside_0_1_is_refused_before_writing(tmp_path, smoothing):
-    model_config, train_config = small_configs(epochs=1, label_smoothing=smoothing)
-    with pytest.raises(ValueError, match=r"train.label_smoothing must be in \[0, 1\)"):
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"label_smoothing": -0.1}, r"train.label_smoothing must be in \[0, 1\)"),
+        ({"label_smoothing": 1.0}, r"train.label_smoothing must be in \[0, 1\)"),
+        ({"min_delta": -1e-4}, r"train.min_delta must be >= 0"),
+        ({"loss": "bce"}, r"train.loss: expected ce or sampled, got 'bce'"),
+    ],
+)
+def test_meaningless_loss_settings_are_refused_before_writing(tmp_path, setting, message):
+    model_config, train_config = small_configs(epochs=1, **setting)
+    with pytest.raises(ValueError, match=message):
         train(cyclic_data(**DATA), None, id_only(model_config), train_config, tmp_path / "m")
     assert not (tmp_path / "m").exists()
 

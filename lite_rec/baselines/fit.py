@@ -18,7 +18,7 @@ from torch import nn
 from lite_rec.config import TrainConfig
 from lite_rec.train import (
     SELECTION_METRIC,
-    check_lr_decay,
+    check_train_config,
     decay_on_plateau,
     is_better,
     warmup_schedule,
@@ -50,7 +50,7 @@ def fit(
 ) -> FitResult:
     """Train `model` for at most `config.epochs` epochs of `epoch_batches(epoch)`, stopping
     after `config.patience` epochs without a better validation NDCG@10."""
-    check_lr_decay(config)
+    check_train_config(config)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
