@@ -51,8 +51,6 @@ class ModelConfig:
     backbone: str = "gpt2"  # a transformers config type, or a model id / path to load
     head_mlp: bool = False  # an MLP before the tied output: worse and slower to converge
     tie_output: bool = True
-    # A learned score offset per item added to the tied output (an untied output has its own).
-    item_bias: bool = False
     # Fine-tune the Item LLM's last `finetune_layers` layers jointly (see lite_rec.item_tower);
     # each step re-encodes at most `finetune_items_per_step` of its batch's items (0: all).
     finetune_item_llm: bool = False
@@ -83,8 +81,6 @@ class TrainConfig:
     # better validation NDCG@10 (1.0: constant learning rate after warmup).
     lr_decay: float = 1.0
     lr_decay_patience: int = 3
-    # At each decay, go back to the best epoch's weights (the optimizer's moments stay).
-    lr_decay_restores_best: bool = False
     eval_batch_size: int = 1024
     seed: int = 42
     threads: int = 0  # 0: every core torch sees
@@ -95,14 +91,8 @@ class TrainConfig:
 # model's model_config.json) that lacks a key was written by code that behaved so, whatever the
 # default is now: reading it with today's default would silently change an old model.
 BEFORE_KEY_EXISTED: dict[str, dict[str, Any]] = {
-    "model": {"positions": "start", "item_bias": False},
-    "train": {
-        "label_smoothing": 0.0,
-        "lr_decay": 1.0,
-        "lr_decay_patience": 3,
-        "lr_decay_restores_best": False,
-        "min_delta": 0.0,
-    },
+    "model": {"positions": "start"},
+    "train": {"label_smoothing": 0.0, "lr_decay": 1.0, "lr_decay_patience": 3, "min_delta": 0.0},
 }
 
 

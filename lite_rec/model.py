@@ -308,9 +308,6 @@ class RecommendationLLM(nn.Module):
         # Tied: score = user . item representation, so the head generalises to items through
         # their text. Untied: one free output row per item.
         self.output = None if config.tie_output else nn.Linear(width, n_items)
-        self.item_bias = (
-            nn.Parameter(torch.zeros(n_items)) if config.tie_output and config.item_bias else None
-        )
         self._last_states_fast = _splits_like_gpt2(self.backbone)
         self._table_cache: tuple[tuple, torch.Tensor] | None = None
 
@@ -370,7 +367,7 @@ class RecommendationLLM(nn.Module):
     def output_weights(self, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per-item output vectors (n_items, d) and bias (n_items,) or None."""
         if self.output is None:
-            return table[1:], self.item_bias
+            return table[1:], None
         return self.output.weight, self.output.bias
 
     def forward(

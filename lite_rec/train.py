@@ -127,15 +127,13 @@ def check_train_config(config: TrainConfig) -> None:
         raise ValueError(f"train.min_delta must be >= 0, got {config.min_delta}")
 
 
-def decay_on_plateau(scheduler, bad_epochs: int, config: TrainConfig) -> bool:
+def decay_on_plateau(scheduler, bad_epochs: int, config: TrainConfig) -> None:
     """After an epoch that leaves `bad_epochs` epochs without a better validation score,
-    multiply the rates by `lr_decay` at every `lr_decay_patience`-th such epoch; returns
-    whether it did. LambdaLR sets each step's rate to base rate x warmup factor, and its state
-    (saved with the checkpoint) holds the base rates, so the decay lives there."""
-    if config.lr_decay == 1.0 or bad_epochs == 0 or bad_epochs % config.lr_decay_patience:
-        return False
-    scheduler.base_lrs = [rate * config.lr_decay for rate in scheduler.base_lrs]
-    return True
+    multiply the rates by `lr_decay` at every `lr_decay_patience`-th such epoch. LambdaLR sets
+    each step's rate to base rate x warmup factor, and its state (saved with the checkpoint)
+    holds the base rates, so the decay lives there."""
+    if bad_epochs > 0 and bad_epochs % config.lr_decay_patience == 0:
+        scheduler.base_lrs = [rate * config.lr_decay for rate in scheduler.base_lrs]
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -313,9 +311,7 @@ def train(
         row["seconds"] = time.perf_counter() - started
         row["lr"] = scheduler.base_lrs[0]  # this epoch's rate after warmup
         _record_epoch(state, row, model, train_config)
-        decayed = decay_on_plateau(scheduler, state["bad_epochs"], train_config)
-        if decayed and train_config.lr_decay_restores_best and state["best_weights"] is not None:
-            model.load_state_dict(state["best_weights"])
+        decay_on_plateau(scheduler, state["bad_epochs"], train_config)
         line = (
             f"epoch {epoch}: loss {loss:.4f}, valid ndcg@10 {metrics['ndcg@10']:.4f}, "
             f"recall@10 {metrics['recall@10']:.4f} ({row['seconds']:.1f} s)"

@@ -17,8 +17,6 @@ def tiny_model(**overrides) -> RecommendationLLM:
     model = RecommendationLLM(config, N_ITEMS, text if "text" in config.item_repr else None)
     with torch.no_grad():  # positions as large as items: a wrong position id shows in scores
         model.backbone.wpe.weight.normal_()
-        if model.item_bias is not None:  # zeros at init: make a missing bias show
-            model.item_bias.normal_()
     return model.eval()
 
 
@@ -57,8 +55,7 @@ def reference_scores(model: RecommendationLLM, history: np.ndarray) -> torch.Ten
     ).last_hidden_state
     user = model.head(states[0, -1])  # (d,)
     if model.output is None:
-        bias = model.item_bias if model.item_bias is not None else torch.zeros(N_ITEMS)
-        return torch.stack([user @ item_vectors[i] + bias[i] for i in range(N_ITEMS)])
+        return torch.stack([user @ item_vectors[i] for i in range(N_ITEMS)])
     return torch.stack(
         [user @ model.output.weight[i] + model.output.bias[i] for i in range(N_ITEMS)]
     )
@@ -75,7 +72,6 @@ def reference_scores(model: RecommendationLLM, history: np.ndarray) -> torch.Ten
         {"item_repr": "text+id", "num_layers": 3, "head_mlp": True},
         {"item_repr": "text+id", "positions": "end"},
         {"item_repr": "id", "positions": "end", "num_layers": 1},
-        {"item_repr": "text+id", "item_bias": True},
     ],
 )
 def test_score_matches_brute_force(overrides):
@@ -122,16 +118,9 @@ def test_score_runs_in_eval_mode_and_restores_training_mode():
     assert model.training
 
 
-def test_item_bias_exists_only_on_a_tied_output():
-    assert tiny_model().item_bias is None
-    assert tiny_model(item_bias=True).item_bias.shape == (N_ITEMS,)
-    assert tiny_model(item_bias=True, tie_output=False).item_bias is None  # output.bias is it
-
-
-@pytest.mark.parametrize("item_bias", [False, True])
-def test_forward_loss_equals_full_softmax_cross_entropy_of_score(item_bias):
+def test_forward_loss_equals_full_softmax_cross_entropy_of_score():
     """Positions from the first item: every training position is its prefix scored alone."""
-    model = tiny_model(positions="start", item_bias=item_bias)
+    model = tiny_model(positions="start")
     sequences = [np.array([3, 1, 4, 1]), np.array([5, 9])]
     input_ids, _ = pad_histories([s[:-1] for s in sequences], max_len=5)
     target_ids, _ = pad_histories([s[1:] for s in sequences], max_len=5)

@@ -109,28 +109,6 @@ def test_learning_rate_decays_on_plateau_and_resumes(tmp_path):
         )
 
 
-@pytest.mark.parametrize("restores", [False, True])
-def test_a_decay_goes_back_to_the_best_weights_when_asked(tmp_path, restores):
-    """With train.lr_decay_restores_best, the epoch after a decay starts from the best epoch's
-    weights (the checkpoint holds what the next epoch starts from); without it, from the last."""
-    model_config, train_config = small_configs(
-        epochs=8, lr=0.05, lr_decay=0.5, lr_decay_patience=1, lr_decay_restores_best=restores
-    )
-    starts = []  # (decayed this epoch, next epoch's weights == best weights)
-
-    def check(row):
-        checkpoint = torch.load(tmp_path / "m" / "checkpoint.pt", weights_only=False)
-        best = checkpoint["state"]["best_weights"]
-        same = all(torch.equal(v, best[k]) for k, v in checkpoint["model"].items())
-        starts.append((checkpoint["scheduler"]["base_lrs"][0] < row["lr"], same))
-
-    data = cyclic_data(**DATA)
-    train(data, None, id_only(model_config), train_config, tmp_path / "m", on_epoch_end=check)
-    decays = [same for decayed, same in starts if decayed]
-    assert decays, "no plateau: checks nothing"
-    assert all(decays) if restores else not any(decays), starts
-
-
 @pytest.mark.parametrize(
     ("setting", "message"),
     [

@@ -88,9 +88,7 @@ def fit(
             bad_epochs += 1
             if bad_epochs >= config.patience:
                 break
-            decayed = decay_on_plateau(scheduler, bad_epochs, config)
-            if decayed and config.lr_decay_restores_best and best_weights is not None:
-                model.load_state_dict(best_weights)
+            decay_on_plateau(scheduler, bad_epochs, config)
     if best_weights is not None:
         model.load_state_dict(best_weights)
     return FitResult(model.eval(), best_epoch, history)
