@@ -27,6 +27,7 @@ from lite_rec.config import PROJECT_ROOT, load_config  # noqa: E402
 from lite_rec.evaluate import recommend  # noqa: E402
 from lite_rec.item_embeddings import item_embeddings  # noqa: E402
 from lite_rec.prepare import prepare  # noqa: E402
+from lite_rec.recipe import SPARSE_RECIPE  # noqa: E402
 from lite_rec.sequences import load_sequences  # noqa: E402
 
 
@@ -70,6 +71,12 @@ def bench_dataset(source: Path, work: Path, overrides: list[str], reprs: list[st
         config = load_config(overrides=[*overrides, f"model.item_repr={item_repr}"])
         result, seconds, test = train_and_test(data, embeddings, config, work / item_repr)
         row[item_repr] = {
+            # What train.recipe resolved to, and the settings it sets.
+            "recipe": result.train_config.recipe,
+            "settings": {
+                **{k: getattr(result.model.config, k) for k in SPARSE_RECIPE["model"]},
+                **{k: getattr(result.train_config, k) for k in SPARSE_RECIPE["train"]},
+            },
             "train_s": seconds,
             "epochs": len(result.history),
             "best_epoch": result.best_epoch,
@@ -83,15 +90,17 @@ def bench_dataset(source: Path, work: Path, overrides: list[str], reprs: list[st
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| dataset | item repr | Recall@10 | NDCG@10 | Recall@20 | NDCG@20 | epochs (best) | "
-        "train s | users/s (top-10) | p50 / p99 ms | prepare s | embed s | peak RSS GB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | item repr | recipe | Recall@10 | NDCG@10 | Recall@20 | NDCG@20 | "
+        "epochs (best) | train s | users/s (top-10) | p50 / p99 ms | prepare s | embed s | "
+        "peak RSS GB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         for item_repr in [key for key in ("text+id", "id", "text") if key in row]:
             r = row[item_repr]
             lines.append(
-                f"| {row['dataset']} | {item_repr} | {r['recall@10']:.4f} | {r['ndcg@10']:.4f} | "
+                f"| {row['dataset']} | {item_repr} | {r.get('recipe', '-')} | "
+                f"{r['recall@10']:.4f} | {r['ndcg@10']:.4f} | "
                 f"{r['recall@20']:.4f} | {r['ndcg@20']:.4f} | {r['epochs']} ({r['best_epoch']}) | "
                 f"{r['train_s']:.0f} | {r['users_per_s']:,.0f} | {r['latency_p50_ms']:.1f} / "
                 f"{r['latency_p99_ms']:.1f} | {row['prepare_s']:.1f} | {row['embed_s']:.0f} | "

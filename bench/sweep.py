@@ -58,6 +58,7 @@ def run_variant(
     return {
         "variant": name,
         "overrides": overrides,
+        "recipe": result.train_config.recipe,  # what train.recipe resolved to
         "train_s": seconds,
         "epochs": len(result.history),
         "best_epoch": result.best_epoch,
@@ -71,16 +72,16 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     lines = [
         f"`{meta['command']}` ({meta['machine']})",
         "",
-        "| variant | changes | valid N@10 | test R@10 | test N@10 | test R@20 | epochs (best) "
-        "| train s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | changes | recipe | valid N@10 | test R@10 | test N@10 | test R@20 | "
+        "epochs (best) | train s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: -r["test_ndcg@10"]):
         lines.append(
             f"| {r['variant']} | {', '.join(r['overrides'][len(meta['common']) :]) or '-'} | "
-            f"{r['valid_ndcg@10']:.4f} | {r['test_recall@10']:.4f} | {r['test_ndcg@10']:.4f} | "
-            f"{r['test_recall@20']:.4f} | {r['epochs']} ({r['best_epoch']}) | "
-            f"{r['train_s']:.0f} |"
+            f"{r['recipe']} | {r['valid_ndcg@10']:.4f} | {r['test_recall@10']:.4f} | "
+            f"{r['test_ndcg@10']:.4f} | {r['test_recall@20']:.4f} | "
+            f"{r['epochs']} ({r['best_epoch']}) | {r['train_s']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 

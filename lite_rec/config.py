@@ -45,8 +45,8 @@ class ModelConfig:
     max_len: int = 50
     # Position ids: "start" counts from each history's first item (a prefix scores the same
     # alone as inside a longer training window); "end" counts back from the last item, which
-    # always sits at position max_len - 1, as in SASRec's left-padded sequences (better on the
-    # Amazon sets with the Amazon recipe, see README; worse on ml-latest-small).
+    # always sits at position max_len - 1, as in SASRec's left-padded sequences (part of
+    # train.recipe's sparse recipe).
     positions: str = "start"
     backbone: str = "gpt2"  # a transformers config type, or a model id / path to load
     head_mlp: bool = False  # an MLP before the tied output: worse and slower to converge
@@ -60,6 +60,10 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    # auto | sparse | none. "sparse" sets model.dropout 0.5, model.positions end, lr_decay 0.5,
+    # lr_decay_patience 1 and min_delta 1e-4, each unless set to another value than its
+    # default; "auto" picks it for short histories and many users (lite_rec/recipe.py).
+    recipe: str = "auto"
     strategy: str = "traversal"  # traversal | sampling
     loss: str = "ce"  # ce (full softmax) | sampled (sampled softmax)
     num_negatives: int = 1024
@@ -74,7 +78,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     patience: int = 5  # stop after this many epochs without a better validation NDCG@10
     # "Better" means higher by more than this: once the rate has decayed (lr_decay), gains of
-    # 1e-5 are noise, and counting them keeps training going for nothing (1e-4 in the Amazon
+    # 1e-5 are noise, and counting them keeps training going for nothing (1e-4 in the sparse
     # recipe).
     min_delta: float = 0.0
     # Multiply the learning rate by `lr_decay` after every `lr_decay_patience` epochs without a
@@ -92,7 +96,13 @@ class TrainConfig:
 # default is now: reading it with today's default would silently change an old model.
 BEFORE_KEY_EXISTED: dict[str, dict[str, Any]] = {
     "model": {"positions": "start"},
-    "train": {"label_smoothing": 0.0, "lr_decay": 1.0, "lr_decay_patience": 3, "min_delta": 0.0},
+    "train": {
+        "recipe": "none",
+        "label_smoothing": 0.0,
+        "lr_decay": 1.0,
+        "lr_decay_patience": 3,
+        "min_delta": 0.0,
+    },
 }
 
 

@@ -3,6 +3,7 @@ evaluate it, each tracked in MLflow. The CLI, DVC and Dagster all call these."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -17,6 +18,7 @@ import yaml
 from lite_rec.config import Config
 from lite_rec.evaluate import evaluate
 from lite_rec.plots import learning_curve, metrics_table
+from lite_rec.recipe import apply_recipe
 from lite_rec.sequences import SequenceData
 from lite_rec.serving import write_catalog
 from lite_rec.tracking import Tracking, log_metrics, log_pyfunc
@@ -36,6 +38,7 @@ class TrainedModel:
     history: list[dict[str, Any]]
     seconds: float
     model_uri: str
+    config: Config  # as the run used it: train.recipe resolved
 
 
 def train_rec_model(
@@ -48,6 +51,9 @@ def train_rec_model(
 ) -> TrainedModel:
     """Train, write the model directory, and log the run (params, per-epoch metrics,
     learning curve, validation metrics, the pyfunc model) to MLflow."""
+    # Resolved before logging: the run's params and config.yaml show the settings it used.
+    model_config, train_config = apply_recipe(config.model, config.train, data)
+    config = dataclasses.replace(config, model=model_config, train=train_config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tracking.run(name=f"lite-rec {config.model.item_repr}") as run:
@@ -83,7 +89,14 @@ def train_rec_model(
     seconds = sum(row["seconds"] for row in result.history)
     log.info("model in %s, MLflow run %s (valid %s)", out_dir, run.info.run_id, valid)
     return TrainedModel(
-        out_dir, run.info.run_id, result.best_epoch, valid, result.history, seconds, info.model_uri
+        out_dir,
+        run.info.run_id,
+        result.best_epoch,
+        valid,
+        result.history,
+        seconds,
+        info.model_uri,
+        config,
     )
 
 

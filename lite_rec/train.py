@@ -23,6 +23,7 @@ from lite_rec.evaluate import evaluate
 from lite_rec.item_embeddings import ItemEncoder, item_text
 from lite_rec.item_tower import ItemTower
 from lite_rec.model import RecommendationLLM
+from lite_rec.recipe import apply_recipe
 from lite_rec.sequences import SequenceData
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class TrainResult:
     model: RecommendationLLM  # holding the best epoch's weights
     best_epoch: int  # 1-based
     history: list[dict[str, Any]]  # per epoch: epoch, loss, valid metrics, seconds
+    train_config: TrainConfig  # as the run used it: train.recipe resolved (model.config too)
 
 
 def traversal_windows(sequences: list[np.ndarray], max_len: int) -> np.ndarray:
@@ -275,7 +277,10 @@ def train(
     """Train, keep the best epoch by validation NDCG@10, and write `out_dir/model.pt` +
     `model_config.json`. `out_dir/checkpoint.pt` is rewritten after every epoch; with
     `resume`, a run picks up from it. `on_epoch_end(history_row)` runs after each checkpoint.
-    `item_llm` (the Item LLM's config) is needed only with `model.finetune_item_llm`."""
+    `item_llm` (the Item LLM's config) is needed only with `model.finetune_item_llm`.
+    `train.recipe` is resolved first (`lite_rec.recipe.apply_recipe`): the checkpoint and the
+    saved model hold the settings the run used."""
+    model_config, train_config = apply_recipe(model_config, train_config, data)
     check_train_config(train_config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -330,7 +335,7 @@ def train(
     # is what load_model gives.
     model.items.tower = None
     save_model(model, out_dir)
-    return TrainResult(model=model, best_epoch=state["best_epoch"], history=state["history"])
+    return TrainResult(model, state["best_epoch"], state["history"], train_config)
 
 
 def save_model(model: RecommendationLLM, out_dir: str | Path) -> None:

@@ -48,6 +48,7 @@ def test_train_writes_a_model_and_an_mlflow_run(trained: dict) -> None:
     run_id = json.loads((model_dir / "mlflow_run.json").read_text())["run_id"]
     run = mlflow.MlflowClient(trained["uri"]).get_run(run_id)
     assert run.data.params["model.hidden_size"] == "16"
+    assert run.data.params["train.recipe"] == "none"  # resolved from auto: few users
     assert "valid_ndcg_at_10" in run.data.metrics and "loss" in run.data.metrics
     history = mlflow.MlflowClient(trained["uri"]).get_metric_history(run_id, "loss")
     assert [m.step for m in history] == [1, 2]

@@ -36,7 +36,8 @@ def test_sweep_scores_each_variant_and_names_the_one_that_failed(tmp_path, tiny_
         assert 0.0 <= row["test_recall@10"] <= 1.0 and row["epochs"] == 2
         assert row["valid_ndcg@10"] == row["history"][row["best_epoch"] - 1]["valid_ndcg@10"]
     markdown = (out / "results.md").read_text()
-    assert "| ids | model.item_repr=id |" in markdown and "| wide |" in markdown
+    assert "| ids | model.item_repr=id | none |" in markdown and "| wide |" in markdown
+    assert {row["recipe"] for row in rows.values()} == {"none"}  # auto on 8 users
 
 
 def test_sweep_rejects_a_variant_without_a_name(tmp_path) -> None:

@@ -73,6 +73,7 @@ def rec_model(
         "mlflow run": trained.run_id,
         "model dir": str(trained.model_dir),
         "best epoch": trained.best_epoch,
+        "train.recipe": trained.config.train.recipe,  # what auto chose
         "training seconds": round(trained.seconds, 1),
         **{f"valid {k}": v for k, v in trained.valid_metrics.items()},
         "learning curve": _image(trained.model_dir / "learning_curve.png"),

@@ -1,0 +1,73 @@
+"""`train.recipe`: the settings that sparse data like the Amazon 5-core sets need and that hurt
+dense data like MovieLens, chosen from the training data.
+
+Measured with `bench/` (README, Results): on Amazon Beauty and Toys (training histories of about
+7 items, about 20,000 users) dropout 0.5, positions counted back from the last item and halving
+the learning rate after every epoch without a better validation NDCG@10 raise test Recall@10 by
+4-10%. On ml-latest-small (610 users, 146 items per training history) the same settings cut it
+from 0.128 to 0.066: dropout 0.5 underfits its long histories (0.089 without the decay), and
+the decay, even at dropout 0.3, halves the rate on noise, since one epoch's change in a
+610-user validation score is mostly noise (0.085).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from lite_rec.config import ModelConfig, TrainConfig
+from lite_rec.sequences import SequenceData
+
+log = logging.getLogger(__name__)
+
+RECIPES = ("auto", "sparse", "none")
+
+# The sparse ("Amazon") recipe: each key's value unless the config sets another than its default.
+SPARSE_RECIPE = {
+    "model": {"dropout": 0.5, "positions": "end"},
+    "train": {"lr_decay": 0.5, "lr_decay_patience": 1, "min_delta": 1e-4},
+}
+# `auto` picks it for short training histories (mean length below this) ...
+SPARSE_MAX_MEAN_LENGTH = 20.0
+# ... and enough users for one epoch's change in the validation score to mean something.
+SPARSE_MIN_USERS = 10_000
+
+
+def choose_recipe(data: SequenceData) -> tuple[str, str]:
+    """What `train.recipe=auto` picks for `data` -> (recipe, the reason in words)."""
+    users = len(data.sequences)
+    mean_length = float(np.mean([len(s) for s in data.train_sequences()])) if users else 0.0
+    facts = f"{users:,} users, training histories of {mean_length:.1f} items on average"
+    rule = f"sparse: < {SPARSE_MAX_MEAN_LENGTH:g} items and >= {SPARSE_MIN_USERS:,} users"
+    if mean_length < SPARSE_MAX_MEAN_LENGTH and users >= SPARSE_MIN_USERS:
+        return "sparse", f"{facts} ({rule})"
+    return "none", f"{facts} ({rule})"
+
+
+def apply_recipe(
+    model_config: ModelConfig, train_config: TrainConfig, data: SequenceData
+) -> tuple[ModelConfig, TrainConfig]:
+    """The configs `train` runs with: `train.recipe` resolved to `sparse` or `none`, and with
+    `sparse`, each recipe key set to the recipe's value unless the config holds another value
+    than the key's default (a value someone chose). Applying it twice changes nothing."""
+    recipe = train_config.recipe
+    if recipe not in RECIPES:
+        raise ValueError(f"train.recipe: expected one of {RECIPES}, got {recipe!r}")
+    if recipe == "auto":
+        recipe, reason = choose_recipe(data)
+        log.info("train.recipe=auto -> %s: %s", recipe, reason)
+    train_config = dataclasses.replace(train_config, recipe=recipe)
+    if recipe == "none":
+        return model_config, train_config
+    resolved = []
+    for section, config in (("model", model_config), ("train", train_config)):
+        defaults = type(config)()
+        chosen = {
+            key: value
+            for key, value in SPARSE_RECIPE[section].items()
+            if getattr(config, key) == getattr(defaults, key)
+        }
+        resolved.append(dataclasses.replace(config, **chosen))
+    return resolved[0], resolved[1]
