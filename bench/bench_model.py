@@ -99,7 +99,7 @@ def markdown(rows: list[dict]) -> str:
         for item_repr in [key for key in ("text+id", "id", "text") if key in row]:
             r = row[item_repr]
             lines.append(
-                f"| {row['dataset']} | {item_repr} | {r.get('recipe', '-')} | "
+                f"| {row['dataset']} | {item_repr} | {r['recipe']} | "
                 f"{r['recall@10']:.4f} | {r['ndcg@10']:.4f} | "
                 f"{r['recall@20']:.4f} | {r['ndcg@20']:.4f} | {r['epochs']} ({r['best_epoch']}) | "
                 f"{r['train_s']:.0f} | {r['users_per_s']:,.0f} | {r['latency_p50_ms']:.1f} / "

@@ -60,9 +60,8 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    # auto | sparse | none. "sparse" sets model.dropout 0.5, model.positions end, lr_decay 0.5,
-    # lr_decay_patience 1 and min_delta 1e-4, each unless set to another value than its
-    # default; "auto" picks it for short histories and many users (lite_rec/recipe.py).
+    # auto | sparse | none: the settings sparse data needs, or not, or chosen from the data
+    # (lite_rec/recipe.py has the recipe and the rule).
     recipe: str = "auto"
     strategy: str = "traversal"  # traversal | sampling
     loss: str = "ce"  # ce (full softmax) | sampled (sampled softmax)

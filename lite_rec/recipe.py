@@ -6,8 +6,9 @@ Measured with `bench/` (README, Results): on Amazon Beauty and Toys (training hi
 the learning rate after every epoch without a better validation NDCG@10 raise test Recall@10 by
 3.5-10.5%. On ml-latest-small (610 users, 146 items per training history) the same settings cut it
 from 0.128 to 0.066: dropout 0.5 underfits its long histories (0.089 without the decay), and
-the decay, even at dropout 0.3, halves the rate on noise, since one epoch's change in a
-610-user validation score is mostly noise (0.085).
+the decay halves the rate on noise, since one epoch's change in a 610-user validation score is
+mostly noise (0.085 against 0.123 without it, both at dropout 0.3 with end positions, 4 heads
+and an item bias).
 """
 
 from __future__ import annotations
