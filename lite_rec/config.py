@@ -96,6 +96,9 @@ class TrainConfig:
     # better validation NDCG@10 (1.0: constant learning rate after warmup).
     lr_decay: float = 1.0
     lr_decay_patience: int = 3
+    # > 0: validate, keep and save an exponential moving average of the weights, updated after
+    # every optimizer step with this decay (0.998 averages over about the last 500 steps).
+    ema_decay: float = 0.0
     eval_batch_size: int = 1024
     seed: int = 42
     threads: int = 0  # 0: every core torch sees
@@ -119,6 +122,7 @@ BEFORE_KEY_EXISTED: dict[str, dict[str, Any]] = {
         "lr_decay": 1.0,
         "lr_decay_patience": 3,
         "min_delta": 0.0,
+        "ema_decay": 0.0,
     },
 }
 
