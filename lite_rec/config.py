@@ -48,18 +48,6 @@ class ModelConfig:
     # always sits at position max_len - 1, as in SASRec's left-padded sequences (part of
     # train.recipe's sparse recipe).
     positions: str = "start"
-    # How a text embedding becomes a model-width vector: "linear" (one linear layer) or "mlp"
-    # (linear to twice the width, GELU, linear): a non-linear adapter over the frozen Item LLM.
-    text_adapter: str = "linear"
-    # Item vectors are multiplied by this as they enter the transformer (not in the output
-    # head): SASRec uses sqrt(hidden_size), so that items outweigh the learned positions.
-    input_scale: float = 1.0
-    # 0: an item's score is user . item; > 0: their cosine similarity / temperature (both
-    # vectors L2-normalised before the softmax).
-    temperature: float = 0.0
-    # text+id only: the share of items whose ID embedding is dropped (whole rows, a fresh draw
-    # every training step), so that those steps rank them by their text alone.
-    id_dropout: float = 0.0
     backbone: str = "gpt2"  # a transformers config type, or a model id / path to load
     head_mlp: bool = False  # an MLP before the tied output: worse and slower to converge
     tie_output: bool = True
@@ -96,9 +84,6 @@ class TrainConfig:
     # better validation NDCG@10 (1.0: constant learning rate after warmup).
     lr_decay: float = 1.0
     lr_decay_patience: int = 3
-    # > 0: validate, keep and save an exponential moving average of the weights, updated after
-    # every optimizer step with this decay (0.998 averages over about the last 500 steps).
-    ema_decay: float = 0.0
     eval_batch_size: int = 1024
     seed: int = 42
     threads: int = 0  # 0: every core torch sees
@@ -109,20 +94,13 @@ class TrainConfig:
 # model's model_config.json) that lacks a key was written by code that behaved so, whatever the
 # default is now: reading it with today's default would silently change an old model.
 BEFORE_KEY_EXISTED: dict[str, dict[str, Any]] = {
-    "model": {
-        "positions": "start",
-        "text_adapter": "linear",
-        "input_scale": 1.0,
-        "temperature": 0.0,
-        "id_dropout": 0.0,
-    },
+    "model": {"positions": "start"},
     "train": {
         "recipe": "none",
         "label_smoothing": 0.0,
         "lr_decay": 1.0,
         "lr_decay_patience": 3,
         "min_delta": 0.0,
-        "ema_decay": 0.0,
     },
 }
 

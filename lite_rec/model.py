@@ -24,7 +24,6 @@ from lite_rec.config import ModelConfig
 
 ITEM_REPRS = ("text", "id", "text+id")
 POSITIONS = ("start", "end")
-TEXT_ADAPTERS = ("linear", "mlp")
 
 
 # Logits per chunk of the fused output loss: 4 MB of float32 stays in cache on a CPU.
@@ -108,15 +107,6 @@ def linear_cross_entropy(
     return LinearCrossEntropy.apply(users, weights, bias, targets, label_smoothing, with_grad)
 
 
-def text_adapter(config: ModelConfig, text_dim: int) -> nn.Module:
-    """The module that maps a text embedding (.., text_dim) to the model width (.., d):
-    `model.text_adapter` "linear" or "mlp" (checked by `ItemRepresentation`)."""
-    width = config.hidden_size
-    if config.text_adapter == "linear":
-        return nn.Linear(text_dim, width)
-    return nn.Sequential(nn.Linear(text_dim, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
-
-
 class ItemRepresentation(nn.Module):
     """One vector per item: projected text embedding, learned ID embedding, or their sum."""
 
@@ -126,18 +116,8 @@ class ItemRepresentation(nn.Module):
             raise ValueError(
                 f"model.item_repr: expected one of {ITEM_REPRS}, got {config.item_repr!r}"
             )
-        if config.text_adapter not in TEXT_ADAPTERS:
-            raise ValueError(
-                f"model.text_adapter: expected one of {TEXT_ADAPTERS}, got {config.text_adapter!r}"
-            )
         self.use_text = "text" in config.item_repr
         self.use_id = "id" in config.item_repr.split("+")
-        if config.id_dropout and not (self.use_text and self.use_id and 0 < config.id_dropout < 1):
-            raise ValueError(
-                f"model.id_dropout: expected 0, or between 0 and 1 with item_repr text+id; got "
-                f"{config.id_dropout} with item_repr {config.item_repr!r}"
-            )
-        self.id_dropout = config.id_dropout
         if self.use_text:
             if text_embeddings is None:
                 raise ValueError(f"model.item_repr={config.item_repr!r} needs text embeddings")
@@ -152,7 +132,7 @@ class ItemRepresentation(nn.Module):
             # (`attach_tower`), and saving the table with the weights makes a trained model
             # self-contained.
             self.register_buffer("text", padded)
-            self.text_projection = text_adapter(config, text.shape[1])
+            self.text_projection = nn.Linear(text.shape[1], config.hidden_size)
         if self.use_id:
             self.id_embedding = nn.Embedding(n_items + 1, config.hidden_size, padding_idx=0)
             nn.init.normal_(self.id_embedding.weight, std=0.02)
@@ -195,11 +175,7 @@ class ItemRepresentation(nn.Module):
                 text = text.index_copy(0, fresh + 1, self.tower(fresh))
             table = table + self.text_projection(text)  # (n_items + 1, d)
         if self.use_id:
-            ids = self.id_embedding.weight  # (n_items + 1, d)
-            if batch is not None and self.training and self.id_dropout:
-                keep = torch.rand(ids.shape[0], 1, device=ids.device) >= self.id_dropout
-                ids = ids * keep / (1.0 - self.id_dropout)
-            table = table + ids
+            table = table + self.id_embedding.weight  # (n_items + 1, d)
         return table
 
 
@@ -323,8 +299,6 @@ class RecommendationLLM(nn.Module):
             raise ValueError(
                 f"model.positions: expected one of {POSITIONS}, got {config.positions!r}"
             )
-        if config.temperature < 0:
-            raise ValueError(f"model.temperature: expected >= 0, got {config.temperature}")
         self.items = ItemRepresentation(config, n_items, text_embeddings)
         self.head = (
             nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
@@ -360,7 +334,7 @@ class RecommendationLLM(nn.Module):
 
     def hidden_states(self, input_ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """input_ids (B, T) internal indices, right-padded -> (B, T, d)"""
-        inputs_embeds = table[input_ids] * self.config.input_scale  # (B, T, d)
+        inputs_embeds = table[input_ids]  # (B, T, d)
         # "start" is every backbone's own default (and T5-style encoders take no position ids).
         extra = (
             {"position_ids": self.position_ids(input_ids)} if self.config.positions == "end" else {}
@@ -386,28 +360,15 @@ class RecommendationLLM(nn.Module):
         last = (lengths - 1).clamp(min=0)  # an empty history reads the padding position
         if self._last_states_fast:
             position_ids = self.position_ids(input_ids)
-            inputs_embeds = table[input_ids] * self.config.input_scale  # (B, T, d)
-            return gpt2_last_states(self.backbone, inputs_embeds, last, position_ids)
+            return gpt2_last_states(self.backbone, table[input_ids], last, position_ids)
         hidden = self.hidden_states(input_ids, table)  # (B, T, d)
         return hidden[torch.arange(len(last), device=hidden.device), last]
 
-    def user_vectors(self, states: torch.Tensor) -> torch.Tensor:
-        """Backbone states (N, d) -> the vectors that score items (N, d): through the head,
-        then L2-normalised and divided by model.temperature when it is set."""
-        users = self.head(states)
-        if self.config.temperature > 0:
-            users = F.normalize(users, dim=-1) / self.config.temperature
-        return users
-
     def output_weights(self, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-item output vectors (n_items, d), L2-normalised when model.temperature is set,
-        and bias (n_items,) or None."""
-        weights, bias = (
-            (table[1:], None) if self.output is None else (self.output.weight, self.output.bias)
-        )
-        if self.config.temperature > 0:
-            weights = F.normalize(weights, dim=-1)
-        return weights, bias
+        """Per-item output vectors (n_items, d) and bias (n_items,) or None."""
+        if self.output is None:
+            return table[1:], None
+        return self.output.weight, self.output.bias
 
     def forward(
         self, batch: dict[str, torch.Tensor], num_negatives: int = 0, label_smoothing: float = 0.0
@@ -423,7 +384,7 @@ class RecommendationLLM(nn.Module):
         table = self.items(batch)  # (n_items + 1, d)
         hidden = self.hidden_states(batch["input_ids"], table)  # (B, T, d)
         has_target = batch["target_ids"] > 0  # (B, T)
-        users = self.user_vectors(hidden[has_target])  # (N, d)
+        users = self.head(hidden[has_target])  # (N, d)
         targets = batch["target_ids"][has_target] - 1  # (N,) item indices
         weights, bias = self.output_weights(table)  # (n_items, d), (n_items,)
         if num_negatives <= 0:
@@ -454,8 +415,7 @@ class RecommendationLLM(nn.Module):
         was_training = self.training
         self.eval()
         input_ids, lengths = pad_histories(histories, self.config.max_len)  # (B, T), (B,)
-        states = self.last_states(input_ids.to(self.device), lengths.to(self.device))  # (B, d)
-        users = self.user_vectors(states)
+        users = self.head(self.last_states(input_ids.to(self.device), lengths.to(self.device)))
         weights, bias = self.output_weights(self.item_table())
         self.train(was_training)
         return F.linear(users, weights, bias)  # (B, n_items)

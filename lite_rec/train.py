@@ -10,7 +10,6 @@ import os
 import random
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,8 +127,6 @@ def check_train_config(config: TrainConfig) -> None:
         raise ValueError(f"train.label_smoothing must be in [0, 1), got {config.label_smoothing}")
     if config.min_delta < 0.0:
         raise ValueError(f"train.min_delta must be >= 0, got {config.min_delta}")
-    if not 0.0 <= config.ema_decay < 1.0:
-        raise ValueError(f"train.ema_decay must be in [0, 1), got {config.ema_decay}")
 
 
 def decay_on_plateau(scheduler, bad_epochs: int, config: TrainConfig) -> None:
@@ -212,38 +209,8 @@ def _restore_checkpoint(path: Path, model, optimizer, scheduler, config: TrainCo
     return checkpoint["state"]
 
 
-def _trained_parameters(model: RecommendationLLM) -> list[torch.nn.Parameter]:
-    """The parameters the weight average covers, in a fixed order."""
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-@contextmanager
-def _averaged_weights(model: RecommendationLLM, average: list[torch.Tensor] | None):
-    """Inside, the model holds the moving average of its weights (when there is one); the
-    trained weights come back on exit."""
-    if average is None:
-        yield
-        return
-    parameters = _trained_parameters(model)
-    with torch.no_grad():
-        trained = [p.detach().clone() for p in parameters]
-        torch._foreach_copy_(parameters, average)
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            torch._foreach_copy_(parameters, trained)
-
-
 def _train_epoch(
-    model,
-    optimizer,
-    scheduler,
-    windows,
-    config: TrainConfig,
-    progress: bool,
-    epoch: int,
-    average: list[torch.Tensor] | None,
+    model, optimizer, scheduler, windows, config: TrainConfig, progress: bool, epoch: int
 ) -> float:
     model.train()
     total, batches = 0.0, range(0, len(windows), config.batch_size)
@@ -260,9 +227,6 @@ def _train_epoch(
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         scheduler.step()
-        if average is not None:  # average = decay * average + (1 - decay) * weights
-            with torch.no_grad():
-                torch._foreach_lerp_(average, _trained_parameters(model), 1.0 - config.ema_decay)
         total += loss.item()
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     return total / max(len(batches), 1)
@@ -318,10 +282,6 @@ def train(
     saved model hold the settings the run used."""
     model_config, train_config = apply_recipe(model_config, train_config, data)
     check_train_config(train_config)
-    if train_config.ema_decay > 0 and model_config.finetune_item_llm:
-        raise ValueError(
-            "train.ema_decay does not average a fine-tuned Item LLM (model.finetune_item_llm)"
-        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if train_config.threads > 0:
@@ -343,25 +303,19 @@ def train(
         state = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "best_weights": None}
         state.update(bad_epochs=0, history=[], finished=False)
         model.items.refresh()  # a checkpoint already holds the table its weights produced
-        if train_config.ema_decay > 0:
-            state["average"] = [p.detach().clone() for p in _trained_parameters(model)]
 
     sequences = data.train_sequences()
     while not state["finished"] and state["epoch"] < train_config.epochs:
         epoch = state["epoch"] + 1
         started = time.perf_counter()
         windows = epoch_windows(sequences, train_config, model_config.max_len, epoch)
-        average = state.get("average")
-        loss = _train_epoch(
-            model, optimizer, scheduler, windows, train_config, progress, epoch, average
-        )
+        loss = _train_epoch(model, optimizer, scheduler, windows, train_config, progress, epoch)
         model.items.refresh()  # a fine-tuned Item LLM's table, from this epoch's weights
-        with _averaged_weights(model, average):  # validated and kept: the average, if any
-            metrics = evaluate(model, data, "valid", train_config.eval_batch_size)
-            row = {"epoch": epoch, "loss": loss, **{f"valid_{k}": v for k, v in metrics.items()}}
-            row["seconds"] = time.perf_counter() - started
-            row["lr"] = scheduler.base_lrs[0]  # this epoch's rate after warmup
-            _record_epoch(state, row, model, train_config)
+        metrics = evaluate(model, data, "valid", train_config.eval_batch_size)
+        row = {"epoch": epoch, "loss": loss, **{f"valid_{k}": v for k, v in metrics.items()}}
+        row["seconds"] = time.perf_counter() - started
+        row["lr"] = scheduler.base_lrs[0]  # this epoch's rate after warmup
+        _record_epoch(state, row, model, train_config)
         decay_on_plateau(scheduler, state["bad_epochs"], train_config)
         line = (
             f"epoch {epoch}: loss {loss:.4f}, valid ndcg@10 {metrics['ndcg@10']:.4f}, "

@@ -28,16 +28,6 @@ HISTORIES = [
 ]
 
 
-def adapt_text(adapter: torch.nn.Module, kind: str, text: torch.Tensor) -> torch.Tensor:
-    """The text adapter by hand: W x + b, or W2 gelu(W1 x + b1) + b2."""
-    if kind == "linear":
-        return adapter.weight @ text + adapter.bias
-    first, _, second = adapter
-    hidden = first.weight @ text + first.bias
-    hidden = 0.5 * hidden * (1 + torch.erf(hidden / 2**0.5))  # exact GELU
-    return second.weight @ hidden + second.bias
-
-
 def reference_scores(model: RecommendationLLM, history: np.ndarray) -> torch.Tensor:
     """Brute force, one unpadded history at a time: item vectors by hand, backbone, head,
     then a dot product with every item's output vector."""
@@ -48,7 +38,11 @@ def reference_scores(model: RecommendationLLM, history: np.ndarray) -> torch.Ten
         vector = torch.zeros(config.hidden_size)
         if "text" in config.item_repr:
             text = torch.as_tensor(model.items.text[item + 1])
-            vector = vector + adapt_text(model.items.text_projection, config.text_adapter, text)
+            vector = (
+                vector
+                + model.items.text_projection.weight @ text
+                + model.items.text_projection.bias
+            )
         if config.item_repr != "text":
             vector = vector + model.items.id_embedding.weight[item + 1]
         rows.append(vector)
@@ -57,16 +51,14 @@ def reference_scores(model: RecommendationLLM, history: np.ndarray) -> torch.Ten
     offset = config.max_len - len(kept) if config.positions == "end" else 0
     positions = torch.arange(len(kept)).unsqueeze(0) + offset
     states = model.backbone(
-        inputs_embeds=config.input_scale * item_vectors[kept].unsqueeze(0), position_ids=positions
+        inputs_embeds=item_vectors[kept].unsqueeze(0), position_ids=positions
     ).last_hidden_state
     user = model.head(states[0, -1])  # (d,)
-    outputs = item_vectors if model.output is None else model.output.weight  # (n_items, d)
-    if config.temperature > 0:  # cosine similarity / temperature
-        user = user / user.norm() / config.temperature
-        outputs = outputs / outputs.norm(dim=1, keepdim=True)
     if model.output is None:
-        return torch.stack([user @ outputs[i] for i in range(N_ITEMS)])
-    return torch.stack([user @ outputs[i] + model.output.bias[i] for i in range(N_ITEMS)])
+        return torch.stack([user @ item_vectors[i] for i in range(N_ITEMS)])
+    return torch.stack(
+        [user @ model.output.weight[i] + model.output.bias[i] for i in range(N_ITEMS)]
+    )
 
 
 @pytest.mark.parametrize(
@@ -80,12 +72,6 @@ def reference_scores(model: RecommendationLLM, history: np.ndarray) -> torch.Ten
         {"item_repr": "text+id", "num_layers": 3, "head_mlp": True},
         {"item_repr": "text+id", "positions": "end"},
         {"item_repr": "id", "positions": "end", "num_layers": 1},
-        {"item_repr": "text+id", "text_adapter": "mlp"},
-        {"item_repr": "text", "text_adapter": "mlp", "tie_output": False},
-        {"item_repr": "text+id", "input_scale": 8.0, "positions": "end"},
-        {"item_repr": "id", "input_scale": 2.5, "num_layers": 1},
-        {"item_repr": "text+id", "temperature": 0.1},
-        {"item_repr": "text+id", "temperature": 0.5, "tie_output": False, "head_mlp": True},
     ],
 )
 def test_score_matches_brute_force(overrides):
@@ -132,12 +118,9 @@ def test_score_runs_in_eval_mode_and_restores_training_mode():
     assert model.training
 
 
-@pytest.mark.parametrize(
-    "overrides", [{}, {"temperature": 0.2, "input_scale": 3.0, "text_adapter": "mlp"}]
-)
-def test_forward_loss_equals_full_softmax_cross_entropy_of_score(overrides):
+def test_forward_loss_equals_full_softmax_cross_entropy_of_score():
     """Positions from the first item: every training position is its prefix scored alone."""
-    model = tiny_model(positions="start", **overrides)
+    model = tiny_model(positions="start")
     sequences = [np.array([3, 1, 4, 1]), np.array([5, 9])]
     input_ids, _ = pad_histories([s[:-1] for s in sequences], max_len=5)
     target_ids, _ = pad_histories([s[1:] for s in sequences], max_len=5)
@@ -210,10 +193,6 @@ def test_bad_configs_are_named():
         RecommendationLLM(ModelConfig(item_repr="text"), N_ITEMS, None)
     with pytest.raises(ValueError, match="item_repr"):
         RecommendationLLM(ModelConfig(item_repr="title"), N_ITEMS, None)
-    with pytest.raises(ValueError, match="model.temperature: expected >= 0, got -0.1"):
-        RecommendationLLM(ModelConfig(item_repr="id", temperature=-0.1), N_ITEMS, None)
-    with pytest.raises(ValueError, match="model.text_adapter: expected one of"):
-        RecommendationLLM(ModelConfig(item_repr="id", text_adapter="moe"), N_ITEMS, None)
 
 
 @pytest.mark.parametrize(("with_bias", "smoothing"), [(False, 0.0), (True, 0.0), (True, 0.2)])
@@ -238,23 +217,3 @@ def test_fused_linear_cross_entropy_matches_autograd_reference(with_bias, smooth
         value = linear_cross_entropy(users, weights, bias, targets, smoothing)
     assert value.grad_fn is None
     torch.testing.assert_close(3 * value, reference.detach())
-
-
-def test_id_dropout_drops_whole_id_rows_in_training_steps_only():
-    model = tiny_model(id_dropout=0.5).train()
-    batch = {"input_ids": torch.tensor([[1, 2]]), "target_ids": torch.tensor([[2, 3]])}
-    text_part = model.items.text_projection(model.items.text)  # (n_items + 1, d)
-    ids = model.items.id_embedding.weight
-    with torch.no_grad():
-        table = model.items(batch)
-        kept = torch.isclose(table, text_part + 2 * ids, atol=1e-6).all(1)
-        dropped = torch.isclose(table, text_part, atol=1e-6).all(1)
-        assert bool((kept ^ dropped)[1:].all()), "each item row is kept (x 2) or dropped whole"
-        assert 0 < int(dropped[1:].sum()) < N_ITEMS
-        torch.testing.assert_close(model.items(), text_part + ids)  # scoring: no dropout
-        model.eval()
-        torch.testing.assert_close(model.items(batch), text_part + ids)
-    with pytest.raises(ValueError, match="model.id_dropout: expected 0, or between 0 and 1"):
-        tiny_model(item_repr="id", id_dropout=0.2)
-    with pytest.raises(ValueError, match="got 1.0 with item_repr 'text\\+id'"):
-        tiny_model(id_dropout=1.0)

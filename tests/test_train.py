@@ -116,7 +116,6 @@ def test_learning_rate_decays_on_plateau_and_resumes(tmp_path):
         ({"label_smoothing": 1.0}, r"train.label_smoothing must be in \[0, 1\)"),
         ({"min_delta": -1e-4}, r"train.min_delta must be >= 0"),
         ({"loss": "bce"}, r"train.loss: expected ce or sampled, got 'bce'"),
-        ({"ema_decay": 1.0}, r"train.ema_decay must be in \[0, 1\), got 1.0"),
     ],
 )
 def test_meaningless_loss_settings_are_refused_before_writing(tmp_path, setting, message):
@@ -124,45 +123,6 @@ def test_meaningless_loss_settings_are_refused_before_writing(tmp_path, setting,
     with pytest.raises(ValueError, match=message):
         train(cyclic_data(**DATA), None, id_only(model_config), train_config, tmp_path / "m")
     assert not (tmp_path / "m").exists()
-
-
-def test_weight_average_is_what_is_validated_kept_and_resumed(tmp_path):
-    """train.ema_decay: after each step average = d * average + (1 - d) * weights; the model
-    saved is the average (here one step: d * initial + (1 - d) * trained), the checkpoint
-    keeps both, and a resumed run matches an uninterrupted one."""
-    data = cyclic_data(**DATA)
-    model_config, train_config = small_configs(epochs=1, batch_size=1000, ema_decay=0.25)
-    initial = train(data, None, id_only(model_config), small_configs(epochs=0)[1], tmp_path / "i")
-    result = train(data, None, id_only(model_config), train_config, tmp_path / "e", progress=False)
-    trained = torch.load(tmp_path / "e" / "checkpoint.pt", weights_only=False)["model"]
-    start = initial.model.state_dict()
-    saved = load_model(tmp_path / "e").state_dict()
-    for name, value in result.model.state_dict().items():
-        expected = 0.25 * start[name] + 0.75 * trained[name]
-        torch.testing.assert_close(value, expected, msg=name)
-        torch.testing.assert_close(saved[name], value, msg=name)
-    assert not torch.equal(
-        trained["backbone.h.0.mlp.c_fc.weight"], start["backbone.h.0.mlp.c_fc.weight"]
-    )
-    valid = evaluate(result.model, data, "valid")["ndcg@10"]
-    assert result.history[0]["valid_ndcg@10"] == pytest.approx(valid)
-
-    longer = dataclasses.replace(train_config, epochs=4, batch_size=16, ema_decay=0.9)
-    assert_resume_after_crash_is_identical(
-        lambda out, **kwargs: train(
-            data, text_embeddings(), model_config, longer, out, progress=False, **kwargs
-        ),
-        tmp_path / "r",
-    )
-    with pytest.raises(ValueError, match="train.ema_decay does not average a fine-tuned"):
-        train(
-            data,
-            text_embeddings(),
-            dataclasses.replace(model_config, finetune_item_llm=True),
-            longer,
-            tmp_path / "f",
-        )
-    assert not (tmp_path / "f").exists()
 
 
 def test_an_epoch_is_better_only_by_more_than_min_delta():

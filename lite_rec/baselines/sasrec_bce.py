@@ -25,7 +25,7 @@ def bce_loss(model: RecommendationLLM, batch: Batch) -> torch.Tensor:
     table = model.items()  # (n_items + 1, d)
     hidden = model.hidden_states(batch["input_ids"], table)  # (B, T, d)
     has_target = batch["target_ids"] > 0  # (B, T)
-    users = model.user_vectors(hidden[has_target])  # (N, d)
+    users = model.head(hidden[has_target])  # (N, d)
     targets = batch["target_ids"][has_target] - 1  # (N,) item indices
     negatives = torch.randint(0, model.n_items - 1, targets.shape)  # (N,)
     negatives = negatives + (negatives >= targets).long()  # skips the target
