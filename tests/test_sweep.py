@@ -1,4 +1,5 @@
-"""`bench/sweep.py`: variants trained side by side, each scored, a broken one named."""
+"""`bench/sweep.py`: variants trained side by side, each scored, a broken one named; and
+`bench/step_profile.py`."""
 
 import json
 import subprocess
@@ -47,3 +48,21 @@ def test_sweep_rejects_a_variant_without_a_name(tmp_path) -> None:
         text=True,
     )
     assert done.returncode == 2 and "expected NAME:key=value" in done.stderr
+
+
+def test_step_profile_times_each_batch_size_and_names_the_loss(tmp_path) -> None:
+    """`bench/step_profile.py`: one timing line and one operator table per batch size."""
+    data_dir = tmp_path / "processed"
+    prepare(write_movielens(tmp_path / "raw", users=8, items=8), data_dir)
+    command = [
+        sys.executable,
+        str(PROJECT_ROOT / "bench" / "step_profile.py"),
+        str(data_dir),
+        *("--batch-sizes", "4,2", "--threads", "1", "--steps", "2", "--top", "40"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for batch_size in (4, 2):
+        assert f"batch {batch_size}: " in done.stdout
+    assert done.stdout.count("median step") == 2
+    assert done.stdout.count("LinearCrossEntropy") == 2  # the fused loss, in each table
