@@ -10,14 +10,23 @@ from lite_rec.prepare import prepare
 from tests.conftest import write_movielens
 
 
-def test_sweep_scores_each_variant_and_names_the_one_that_failed(tmp_path, tiny_model) -> None:
+def prepared(tmp_path):
+    """A tiny prepared dataset (8 users, 8 items) -> its directory."""
     data_dir = tmp_path / "processed"
     prepare(write_movielens(tmp_path / "raw", users=8, items=8), data_dir)
+    return data_dir
+
+
+def run_bench_script(script: str, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(PROJECT_ROOT / "bench" / script), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_sweep_scores_each_variant_and_names_the_one_that_failed(tmp_path, tiny_model) -> None:
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        str(PROJECT_ROOT / "bench" / "sweep.py"),
-        str(data_dir),
+    done = run_bench_script(
+        "sweep.py",
+        str(prepared(tmp_path)),
         *("--variant", "ids:model.item_repr=id"),
         *("--variant", "wide:model.hidden_size=32"),
         *("--variant", "broken:model.item_repr=pixels"),
@@ -25,8 +34,7 @@ def test_sweep_scores_each_variant_and_names_the_one_that_failed(tmp_path, tiny_
         *("--set", "model.max_len=6", "--set", f"item_llm.model={tiny_model}"),
         *("--set", "train.threads=1", "--jobs", "3", "--out", str(out)),
         *("--cache", str(tmp_path / "cache")),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    )
     assert done.returncode == 1, done.stderr[-2000:]
     assert "variant broken failed" in done.stderr and "pixels" in done.stderr
     results = json.loads((out / "results.json").read_text())
@@ -42,25 +50,17 @@ def test_sweep_scores_each_variant_and_names_the_one_that_failed(tmp_path, tiny_
 
 
 def test_sweep_rejects_a_variant_without_a_name(tmp_path) -> None:
-    done = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "bench" / "sweep.py"), str(tmp_path), "--variant", "x"],
-        capture_output=True,
-        text=True,
-    )
+    done = run_bench_script("sweep.py", str(tmp_path), "--variant", "x")
     assert done.returncode == 2 and "expected NAME:key=value" in done.stderr
 
 
 def test_step_profile_times_each_batch_size_and_names_the_loss(tmp_path) -> None:
     """`bench/step_profile.py`: one timing line and one operator table per batch size."""
-    data_dir = tmp_path / "processed"
-    prepare(write_movielens(tmp_path / "raw", users=8, items=8), data_dir)
-    command = [
-        sys.executable,
-        str(PROJECT_ROOT / "bench" / "step_profile.py"),
-        str(data_dir),
+    done = run_bench_script(
+        "step_profile.py",
+        str(prepared(tmp_path)),
         *("--batch-sizes", "4,2", "--threads", "1", "--steps", "2", "--top", "40"),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     for batch_size in (4, 2):
         assert f"batch {batch_size}: " in done.stdout
