@@ -1,7 +1,8 @@
-"""Where one training step's time goes: the median step (forward, backward, gradient clipping,
-AdamW) for each batch size, and torch.profiler's top operators, on a prepared dataset with the
-default config (recipe resolved) and random 384-d text vectors in place of the Item LLM's (the
-same shapes, so the same cost). Run it on a quiet machine.
+"""Where one training step's time goes: the median and mean step (forward, backward, gradient
+clipping, AdamW) for each batch size, and torch.profiler's top operators, on a prepared dataset
+with the default config (recipe resolved) and random 384-d text vectors in place of the Item
+LLM's (the same shapes, so the same cost); `--set key=value` changes the config. Run it on a
+quiet machine.
 
     .venv/bin/python bench/step_profile.py cache/bench/amazon-beauty-2014-5core/processed \\
         --batch-sizes 128,64 --threads 2
@@ -53,11 +54,13 @@ def profile_steps(data, text: np.ndarray, config, args: argparse.Namespace) -> N
         began = time.perf_counter()
         step(start)
         seconds.append(time.perf_counter() - began)
-    median = statistics.median(seconds)
+    median, mean = statistics.median(seconds), statistics.mean(seconds)
+    # Batches are cut from windows sorted by length, so a few long ones cost most: the mean,
+    # not the median, estimates the epoch.
     print(
-        f"batch {batch_size}: {len(starts)} steps per epoch, median step "
-        f"{1000 * median:.1f} ms over {len(seconds)} steps, about "
-        f"{median * len(starts):.1f} s of steps per epoch ({args.threads} threads)"
+        f"batch {batch_size}: {len(starts)} steps per epoch, median step {1000 * median:.1f} "
+        f"ms, mean {1000 * mean:.1f} ms over {len(seconds)} steps, about "
+        f"{mean * len(starts):.1f} s of steps per epoch ({args.threads} threads)"
     )
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
         for start in batches[5 : 5 + min(args.steps, 30)]:
@@ -70,13 +73,14 @@ def main() -> None:
     parser.add_argument("data_dir", type=Path, help="a directory `lite-rec prepare` wrote")
     parser.add_argument("--batch-sizes", default="128,64", help="comma-separated")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=60, help="timed steps per batch size")
+    parser.add_argument("--steps", type=int, default=120, help="timed steps per batch size")
     parser.add_argument("--top", type=int, default=12, help="profiler rows to print")
+    parser.add_argument("--set", action="append", default=[], help="config override (key=value)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_sequences(args.data_dir)
     text = np.random.default_rng(0).normal(size=(data.n_items, TEXT_DIM)).astype(np.float32)
-    config = load_config()
+    config = load_config(overrides=args.set)
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         config.train.batch_size = batch_size
         profile_steps(data, text, config, args)

@@ -66,3 +66,7 @@ def test_step_profile_times_each_batch_size_and_names_the_loss(tmp_path) -> None
         assert f"batch {batch_size}: " in done.stdout
     assert done.stdout.count("median step") == 2
     assert done.stdout.count("LinearCrossEntropy") == 2  # the fused loss, in each table
+    refused = run_bench_script(
+        "step_profile.py", str(tmp_path / "processed"), "--set", "model.item_repr=pixels"
+    )
+    assert refused.returncode == 1 and "pixels" in refused.stderr  # --set reaches the model
