@@ -14,36 +14,41 @@ import time
 from pathlib import Path
 
 import numpy as np
+import sweep  # noqa: F401  (sets the OpenMP and offline environment before torch loads)
 import torch
-from sweep import parse_variant  # noqa: F401  (sets the OpenMP and offline environment)
 from torch.profiler import ProfilerActivity, profile
 
 from lite_rec.config import load_config
 from lite_rec.model import RecommendationLLM
 from lite_rec.recipe import apply_recipe
 from lite_rec.sequences import load_sequences
-from lite_rec.train import epoch_windows, make_batch
+from lite_rec.train import (
+    epoch_windows,
+    make_batch,
+    optimizer_and_scheduler,
+    optimizer_step,
+    training_loss,
+)
 
 TEXT_DIM = 384  # all-MiniLM-L6-v2
 
 
 def profile_steps(data, text: np.ndarray, config, args: argparse.Namespace) -> None:
-    """Time and profile training steps of a fresh model at config.train.batch_size."""
+    """Time and profile training steps of a fresh model at config.train.batch_size, built and
+    stepped as `lite_rec.train.train` does (loss, optimizer, clipping, schedule)."""
     model_config, train_config = apply_recipe(config.model, config.train, data)
     batch_size = train_config.batch_size
     torch.manual_seed(train_config.seed)
     model = RecommendationLLM(model_config, data.n_items, text).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr)
+    optimizer, scheduler = optimizer_and_scheduler(model, train_config)
     windows = epoch_windows(data.train_sequences(), train_config, model_config.max_len, 1)
     starts = list(range(0, len(windows), batch_size))
 
     def step(start: int) -> None:
-        batch = make_batch(windows[start : start + batch_size], False)
-        loss = model(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-        optimizer.step()
+        batch = make_batch(windows[start : start + batch_size], train_config.strategy == "sampling")
+        optimizer_step(
+            model, optimizer, scheduler, training_loss(model, batch, train_config), train_config
+        )
 
     # Five warm-up steps, then the next batches of the epoch (from its start again if short).
     batches = [starts[i % len(starts)] for i in range(5 + args.steps)]

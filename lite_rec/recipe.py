@@ -42,9 +42,8 @@ def choose_recipe(data: SequenceData) -> tuple[str, str]:
     mean_length = float(np.mean([len(s) for s in data.train_sequences()])) if users else 0.0
     facts = f"{users:,} users, training histories of {mean_length:.1f} items on average"
     rule = f"sparse: < {SPARSE_MAX_MEAN_LENGTH:g} items and >= {SPARSE_MIN_USERS:,} users"
-    if mean_length < SPARSE_MAX_MEAN_LENGTH and users >= SPARSE_MIN_USERS:
-        return "sparse", f"{facts} ({rule})"
-    return "none", f"{facts} ({rule})"
+    sparse = mean_length < SPARSE_MAX_MEAN_LENGTH and users >= SPARSE_MIN_USERS
+    return ("sparse" if sparse else "none"), f"{facts} ({rule})"
 
 
 def apply_recipe(
@@ -62,13 +61,14 @@ def apply_recipe(
     train_config = dataclasses.replace(train_config, recipe=recipe)
     if recipe == "none":
         return model_config, train_config
-    resolved = []
-    for section, config in (("model", model_config), ("train", train_config)):
-        defaults = type(config)()
-        chosen = {
-            key: value
-            for key, value in SPARSE_RECIPE[section].items()
-            if getattr(config, key) == getattr(defaults, key)
-        }
-        resolved.append(dataclasses.replace(config, **chosen))
-    return resolved[0], resolved[1]
+    return (
+        _unless_chosen(model_config, SPARSE_RECIPE["model"]),
+        _unless_chosen(train_config, SPARSE_RECIPE["train"]),
+    )
+
+
+def _unless_chosen(config, values: dict):
+    """`config` with each of `values` set where the config holds the key's default."""
+    defaults = type(config)()
+    unchosen = {k: v for k, v in values.items() if getattr(config, k) == getattr(defaults, k)}
+    return dataclasses.replace(config, **unchosen)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from lite_rec.config import ItemLLMConfig, ModelConfig, TrainConfig, saved_section
@@ -209,26 +210,43 @@ def _restore_checkpoint(path: Path, model, optimizer, scheduler, config: TrainCo
     return checkpoint["state"]
 
 
+def training_loss(
+    model: RecommendationLLM, batch: dict[str, torch.Tensor], config: TrainConfig
+) -> torch.Tensor:
+    """The batch's loss as `train.loss`, `train.num_negatives` and `train.label_smoothing` say."""
+    num_negatives = config.num_negatives if config.loss == "sampled" else 0
+    return model(batch, num_negatives=num_negatives, label_smoothing=config.label_smoothing)
+
+
+def optimizer_step(
+    model: nn.Module, optimizer, scheduler, loss: torch.Tensor, config: TrainConfig
+) -> float:
+    """Backpropagate `loss`, clip the gradients to `config.grad_clip` (0: no clipping), step
+    the optimizer and the rate schedule. -> the loss's value"""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
+
+
 def _train_epoch(
     model, optimizer, scheduler, windows, config: TrainConfig, progress: bool, epoch: int
 ) -> float:
     model.train()
     total, batches = 0.0, range(0, len(windows), config.batch_size)
-    num_negatives = config.num_negatives if config.loss == "sampled" else 0
     bar = tqdm(batches, desc=f"epoch {epoch}", disable=not progress, leave=False)
     for start in bar:
         batch = make_batch(
             windows[start : start + config.batch_size], config.strategy == "sampling"
         )
-        loss = model(batch, num_negatives=num_negatives, label_smoothing=config.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        total += loss.item()
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        value = optimizer_step(
+            model, optimizer, scheduler, training_loss(model, batch, config), config
+        )
+        total += value
+        bar.set_postfix(loss=f"{value:.3f}", refresh=False)
     return total / max(len(batches), 1)
 
 
@@ -252,15 +270,18 @@ def _attach_item_llm(
     model.items.attach_tower(tower)
 
 
-def _optimizer(model: RecommendationLLM, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; fine-tuned Item LLM layers get their own (smaller) learning rate."""
+def optimizer_and_scheduler(model: RecommendationLLM, config: TrainConfig) -> tuple:
+    """AdamW, with fine-tuned Item LLM layers at their own (smaller) learning rate, and the
+    warmup schedule. -> (optimizer, LambdaLR scheduler)"""
     tower = model.items.tower
     item_llm = [p for p in tower.parameters() if p.requires_grad] if tower is not None else []
     in_item_llm = {id(p) for p in item_llm}
     groups = [{"params": [p for p in model.parameters() if id(p) not in in_item_llm]}]
     if item_llm:
         groups.append({"params": item_llm, "lr": config.item_llm_lr})
-    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(config.warmup_steps))
+    return optimizer, scheduler
 
 
 def train(
@@ -292,10 +313,7 @@ def train(
 
     model = RecommendationLLM(model_config, data.n_items, text_embeddings).to(train_config.device)
     _attach_item_llm(model, data, item_llm)
-    optimizer = _optimizer(model, train_config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_schedule(train_config.warmup_steps)
-    )
+    optimizer, scheduler = optimizer_and_scheduler(model, train_config)
     checkpoint_path = out_dir / CHECKPOINT_FILE
     if resume and checkpoint_path.exists():
         state = _restore_checkpoint(checkpoint_path, model, optimizer, scheduler, train_config)

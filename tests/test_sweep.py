@@ -70,3 +70,11 @@ def test_step_profile_times_each_batch_size_and_names_the_loss(tmp_path) -> None
         "step_profile.py", str(tmp_path / "processed"), "--set", "model.item_repr=pixels"
     )
     assert refused.returncode == 1 and "pixels" in refused.stderr  # --set reaches the model
+    sampled = run_bench_script(
+        "step_profile.py",
+        str(tmp_path / "processed"),
+        *("--batch-sizes", "2", "--steps", "2", "--top", "40"),
+        *("--set", "train.loss=sampled", "--set", "train.num_negatives=3"),
+    )
+    assert sampled.returncode == 0, sampled.stderr[-2000:]  # the step trains as train() does:
+    assert "median step" in sampled.stdout and "LinearCrossEntropy" not in sampled.stdout

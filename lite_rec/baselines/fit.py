@@ -21,6 +21,7 @@ from lite_rec.train import (
     check_train_config,
     decay_on_plateau,
     is_better,
+    optimizer_step,
     warmup_schedule,
 )
 
@@ -62,14 +63,8 @@ def fit(
         model.train()
         total, steps = 0.0, 0
         for batch in epoch_batches(epoch):
-            value = loss(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            if config.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            total, steps = total + value.item(), steps + 1
+            value = optimizer_step(model, optimizer, scheduler, loss(model, batch), config)
+            total, steps = total + value, steps + 1
         metrics = validate(model)
         row = {
             "epoch": epoch,
