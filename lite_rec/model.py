@@ -107,6 +107,23 @@ def linear_cross_entropy(
     return LinearCrossEntropy.apply(users, weights, bias, targets, label_smoothing, with_grad)
 
 
+def whitening(vectors: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """ZCA whitening of the rows of `vectors` (n, d) -> mean (d,), transform (d, d), such that
+    (vectors - mean) @ transform has identity covariance up to one scale, chosen so that the
+    whitened rows keep the centred rows' mean norm. Directions with variance below `eps` times
+    the largest (a catalog smaller than d) are scaled as if they had that variance."""
+    data = vectors.double()
+    mean = data.mean(0)  # (d,)
+    centred = data - mean  # (n, d)
+    covariance = centred.T @ centred / max(len(data) - 1, 1)  # (d, d)
+    variances, directions = torch.linalg.eigh(covariance)  # (d,), (d, d)
+    scale = variances.clamp(min=eps * variances.max().clamp(min=1e-30)).rsqrt()  # (d,)
+    transform = directions @ torch.diag(scale) @ directions.T  # (d, d)
+    whitened_norm = (centred @ transform).norm(dim=1).mean()
+    transform = transform * (centred.norm(dim=1).mean() / whitened_norm.clamp(min=1e-30))
+    return mean.to(vectors.dtype), transform.to(vectors.dtype)
+
+
 class ItemRepresentation(nn.Module):
     """One vector per item: projected text embedding, learned ID embedding, or their sum."""
 
@@ -127,6 +144,12 @@ class ItemRepresentation(nn.Module):
                     f"item ({n_items})"
                 )
             text = torch.as_tensor(np.asarray(text_embeddings, dtype=np.float32))
+            self.whiten_text = config.whiten_text
+            if self.whiten_text:
+                mean, transform = whitening(text)
+                self.register_buffer("text_mean", mean)  # (d_text,)
+                self.register_buffer("text_whitening", transform)  # (d_text, d_text)
+                text = self.whiten(text)
             padded = torch.cat([torch.zeros(1, text.shape[1]), text])  # (n_items + 1, d_text)
             # A buffer, not a parameter: the Item LLM is frozen or fine-tuned by its own layers
             # (`attach_tower`), and saving the table with the weights makes a trained model
@@ -152,11 +175,17 @@ class ItemRepresentation(nn.Module):
             )
         self.tower = tower
 
+    def whiten(self, text: torch.Tensor) -> torch.Tensor:
+        """Item LLM vectors (n, d_text) -> the rows the text table holds (whitened or as is)."""
+        if not self.whiten_text:
+            return text
+        return (text - self.text_mean) @ self.text_whitening  # (n, d_text)
+
     @torch.no_grad()
     def refresh(self) -> None:
         """Recompute the text table with the fine-tuned Item LLM (no-op when frozen)."""
         if self.tower is not None:
-            self.text[1:] = self.tower.embed_all()
+            self.text[1:] = self.whiten(self.tower.embed_all())
 
     def forward(self, batch: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """The table of all item representations, padding row first. -> (n_items + 1, d)
@@ -172,7 +201,7 @@ class ItemRepresentation(nn.Module):
                     [batch["input_ids"].flatten(), batch["target_ids"].flatten()]
                 )
                 fresh = self.tower.step_items(batch_items)  # (k,) item indices
-                text = text.index_copy(0, fresh + 1, self.tower(fresh))
+                text = text.index_copy(0, fresh + 1, self.whiten(self.tower(fresh)))
             table = table + self.text_projection(text)  # (n_items + 1, d)
         if self.use_id:
             table = table + self.id_embedding.weight  # (n_items + 1, d)
@@ -341,12 +370,19 @@ class RecommendationLLM(nn.Module):
         )
         return self.backbone(inputs_embeds=inputs_embeds, **extra).last_hidden_state  # (B, T, d)
 
+    def train(self, mode: bool = True) -> RecommendationLLM:
+        """Training mode drops the cached item table: a fused optimizer step updates the
+        weights in place without moving their version counters."""
+        if mode:
+            self._table_cache = None
+        return super().train(mode)
+
     @torch.no_grad()
     def item_table(self) -> torch.Tensor:
-        """`self.items()` for scoring, cached until one of its tensors changes: a tensor's
-        version counter moves with every in-place update (optimizer step, load_state_dict, a
-        fine-tuned text table's refresh). Recomputing it costs ~7 ms on Toys, more than
-        scoring one user. -> (n_items + 1, d)"""
+        """`self.items()` for scoring, cached until training mode or until one of its tensors
+        changes: a tensor's version counter moves with every in-place update from Python
+        (load_state_dict, a fine-tuned text table's refresh, an unfused optimizer step).
+        Recomputing it costs ~7 ms on Toys, more than scoring one user. -> (n_items + 1, d)"""
         tensors = [*self.items.parameters(), *self.items.buffers()]
         key = tuple((id(t), t.data_ptr(), t._version) for t in tensors)
         if self._table_cache is None or self._table_cache[0] != key:

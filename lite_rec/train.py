@@ -270,18 +270,28 @@ def _attach_item_llm(
     model.items.attach_tower(tower)
 
 
+def adamw_with_warmup(groups: list[dict[str, Any]], config: TrainConfig) -> tuple:
+    """AdamW over parameter groups and the warmup schedule. -> (optimizer, LambdaLR scheduler)"""
+    # The fused kernel updates every tensor in one pass: on 2 CPU cores a step takes ~1 ms where
+    # the default per-tensor loop takes ~7 ms (an ID table alone has ~800k weights).
+    fused = all(p.device.type in ("cpu", "cuda") for group in groups for p in group["params"])
+    optimizer = torch.optim.AdamW(
+        groups, lr=config.lr, weight_decay=config.weight_decay, fused=fused
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(config.warmup_steps))
+    return optimizer, scheduler
+
+
 def optimizer_and_scheduler(model: RecommendationLLM, config: TrainConfig) -> tuple:
-    """AdamW, with fine-tuned Item LLM layers at their own (smaller) learning rate, and the
-    warmup schedule. -> (optimizer, LambdaLR scheduler)"""
+    """`adamw_with_warmup`, with fine-tuned Item LLM layers at their own (smaller) learning
+    rate. -> (optimizer, LambdaLR scheduler)"""
     tower = model.items.tower
     item_llm = [p for p in tower.parameters() if p.requires_grad] if tower is not None else []
     in_item_llm = {id(p) for p in item_llm}
     groups = [{"params": [p for p in model.parameters() if id(p) not in in_item_llm]}]
     if item_llm:
         groups.append({"params": item_llm, "lr": config.item_llm_lr})
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(config.warmup_steps))
-    return optimizer, scheduler
+    return adamw_with_warmup(groups, config)
 
 
 def train(

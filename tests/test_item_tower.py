@@ -12,6 +12,7 @@ from lite_rec.config import ItemLLMConfig
 from lite_rec.evaluate import evaluate
 from lite_rec.item_embeddings import ItemEncoder, item_embeddings
 from lite_rec.item_tower import ItemTower
+from lite_rec.model import ItemRepresentation, whitening
 from lite_rec.train import load_model, train
 from tests.conftest import cyclic_data
 from tests.test_train import assert_resume_after_crash_is_identical, small_configs
@@ -99,6 +100,26 @@ def test_finetuning_changes_the_item_table_and_the_saved_model_reloads(tmp_path,
     frozen_config = dataclasses.replace(model_config, finetune_item_llm=False)
     baseline = train(data, frozen, frozen_config, train_config, tmp_path / "f", progress=False)
     assert torch.equal(baseline.model.items.text[1:], torch.as_tensor(frozen))
+
+
+def test_a_whitened_table_stays_whitened_by_the_frozen_transform_while_fine_tuning(tiny_model):
+    data = titled_data()
+    item_llm, model_config, _ = configs(tiny_model, whiten_text=True, finetune_items_per_step=0)
+    encoder = ItemEncoder(tiny_model, max_length=16)
+    frozen = encoder.encode(texts(data), progress=False)
+    items = ItemRepresentation(model_config, N_ITEMS, frozen.numpy())
+    items.attach_tower(ItemTower(encoder, texts(data), layers=1, batch_size=5))
+    with torch.no_grad():
+        items.tower.top.encoder.layer[0].output.dense.bias.add_(0.5)  # as if fine-tuned
+    moved = items.tower.embed_all()
+    mean, transform = whitening(frozen)
+    items.refresh()
+    torch.testing.assert_close(items.text[1:], (moved - mean) @ transform)
+    batch = {"input_ids": torch.tensor([[3, 5]]), "target_ids": torch.tensor([[5, 1]])}
+    items.train().tower.eval()  # no dropout: the re-encoded rows must equal `moved`
+    table = items(batch)  # the batch's items re-encoded through the tower
+    expected = items.text_projection((moved - mean) @ transform) + items.id_embedding.weight[1:]
+    torch.testing.assert_close(table[1:], expected, atol=1e-5, rtol=1e-5)
 
 
 def test_finetuned_training_resumes_to_identical_weights(tmp_path, tiny_model):

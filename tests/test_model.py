@@ -72,6 +72,7 @@ def reference_scores(model: RecommendationLLM, history: np.ndarray) -> torch.Ten
         {"item_repr": "text+id", "num_layers": 3, "head_mlp": True},
         {"item_repr": "text+id", "positions": "end"},
         {"item_repr": "id", "positions": "end", "num_layers": 1},
+        {"item_repr": "text+id", "whiten_text": True},
     ],
 )
 def test_score_matches_brute_force(overrides):
@@ -94,14 +95,19 @@ def test_scoring_an_empty_history_reads_the_padding_position(positions, position
     torch.testing.assert_close(model.score([np.array([], dtype=np.int64)])[0], expected)
 
 
-def test_the_cached_item_table_follows_every_weight_change():
-    model = tiny_model().train()
+@pytest.mark.parametrize("fused", [False, True])
+def test_the_cached_item_table_follows_every_weight_change(fused):
+    """A fused AdamW step (training's optimizer) updates in place without moving the tensors'
+    version counters: the cache must still see it."""
+    model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     first = model.score(HISTORIES)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.5, fused=fused)
     batch = {"input_ids": torch.tensor([[4, 2, 5]]), "target_ids": torch.tensor([[2, 5, 6]])}
+    model.train()
     model(batch).backward()
     optimizer.step()  # updates the id embedding and text projection in place
+    model.eval()
     fresh = RecommendationLLM(model.config, N_ITEMS, np.zeros((N_ITEMS, TEXT_DIM), np.float32))
     fresh.load_state_dict(model.state_dict())
     stepped = model.score(HISTORIES)
@@ -180,6 +186,32 @@ def test_sampled_softmax_label_smoothing_spreads_over_target_and_real_negatives(
             logits = model.score([s[:t]])[0, scored].unsqueeze(0)
             terms.append(F.cross_entropy(logits, torch.tensor([0]), label_smoothing=0.3))
     torch.testing.assert_close(loss, torch.stack(terms).mean(), atol=1e-5, rtol=1e-5)
+
+
+def test_whitened_text_table_is_centred_decorrelated_and_keeps_the_mean_norm():
+    model = tiny_model(whiten_text=True)
+    raw = np.random.default_rng(0).normal(size=(N_ITEMS, TEXT_DIM))  # tiny_model's text
+    table = model.items.text[1:].double().numpy()  # (n_items, d_text)
+    assert np.abs(table.mean(0)).max() < 1e-6
+    covariance = np.cov(table.T)
+    np.testing.assert_allclose(covariance, covariance[0, 0] * np.eye(TEXT_DIM), atol=1e-6)
+    centred = raw - raw.mean(0)
+    np.testing.assert_allclose(
+        np.linalg.norm(table, axis=1).mean(), np.linalg.norm(centred, axis=1).mean(), rtol=1e-5
+    )
+    # ZCA, the whitening nearest the raw vectors: each row keeps its direction best.
+    matrix = np.linalg.lstsq(centred, table, rcond=None)[0]  # (d_text, d_text)
+    np.testing.assert_allclose(matrix, matrix.T, atol=1e-5)
+    assert np.linalg.eigvalsh(matrix).min() > 0
+
+
+def test_whitening_travels_with_the_weights():
+    """A model rebuilt around a placeholder table (as `load_model` does) scores the same."""
+    model = tiny_model(whiten_text=True)
+    placeholder = np.zeros((N_ITEMS, TEXT_DIM), np.float32)
+    rebuilt = RecommendationLLM(model.config, N_ITEMS, placeholder).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    torch.testing.assert_close(rebuilt.score(HISTORIES), model.score(HISTORIES))
 
 
 def test_padding_row_is_internal_index_zero():

@@ -2,6 +2,7 @@
 `bench/step_profile.py`."""
 
 import json
+import statistics
 import subprocess
 import sys
 
@@ -49,9 +50,34 @@ def test_sweep_scores_each_variant_and_names_the_one_that_failed(tmp_path, tiny_
     assert {row["recipe"] for row in rows.values()} == {"none"}  # auto on 8 users
 
 
+def test_sweep_runs_each_variant_per_seed_and_reports_the_mean(tmp_path, tiny_model) -> None:
+    out = tmp_path / "out"
+    done = run_bench_script(
+        "sweep.py",
+        str(prepared(tmp_path)),
+        *("--variant", "base:", "--seeds", "3,5"),
+        *("--set", "train.epochs=2", "--set", "model.hidden_size=16"),
+        *("--set", "model.max_len=6", "--set", f"item_llm.model={tiny_model}"),
+        *("--set", "train.threads=1", "--jobs", "2", "--out", str(out)),
+        *("--cache", str(tmp_path / "cache")),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {row["variant"]: row for row in json.loads((out / "results.json").read_text())["rows"]}
+    assert set(rows) == {"base_seed3", "base_seed5"}
+    assert [rows[name]["seed"] for name in ("base_seed3", "base_seed5")] == [3, 5]
+    assert rows["base_seed3"]["history"] != rows["base_seed5"]["history"]
+    recalls = [row["test_recall@10"] for row in rows.values()]
+    mean, spread = statistics.mean(recalls), statistics.stdev(recalls)
+    summary = (out / "results.md").read_text().splitlines()[-1]
+    assert summary.startswith("| base | 3, 5 | ")
+    assert summary.split(" | ")[3] == f"{mean:.4f} ({spread:.4f})"  # test R@10
+
+
 def test_sweep_rejects_a_variant_without_a_name(tmp_path) -> None:
     done = run_bench_script("sweep.py", str(tmp_path), "--variant", "x")
     assert done.returncode == 2 and "expected NAME:key=value" in done.stderr
+    done = run_bench_script("sweep.py", str(tmp_path), "--variant", "x:", "--seeds", "1,a")
+    assert done.returncode == 2 and "--seeds '1,a': expected integers" in done.stderr
 
 
 def test_step_profile_times_each_batch_size_and_names_the_loss(tmp_path) -> None:

@@ -18,11 +18,11 @@ from torch import nn
 from lite_rec.config import TrainConfig
 from lite_rec.train import (
     SELECTION_METRIC,
+    adamw_with_warmup,
     check_train_config,
     decay_on_plateau,
     is_better,
     optimizer_step,
-    warmup_schedule,
 )
 
 Batch = dict[str, torch.Tensor]
@@ -52,10 +52,7 @@ def fit(
     """Train `model` for at most `config.epochs` epochs of `epoch_batches(epoch)`, stopping
     after `config.patience` epochs without a better validation NDCG@10."""
     check_train_config(config)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(config.warmup_steps))
+    optimizer, scheduler = adamw_with_warmup([{"params": list(model.parameters())}], config)
     history: list[dict[str, Any]] = []
     best_epoch, best_score, best_weights, bad_epochs = 0, -1.0, None, 0
     for epoch in range(1, config.epochs + 1):
