@@ -370,19 +370,13 @@ class RecommendationLLM(nn.Module):
         )
         return self.backbone(inputs_embeds=inputs_embeds, **extra).last_hidden_state  # (B, T, d)
 
-    def train(self, mode: bool = True) -> RecommendationLLM:
-        """Training mode drops the cached item table: a fused optimizer step updates the
-        weights in place without moving their version counters."""
-        if mode:
-            self._table_cache = None
-        return super().train(mode)
-
     @torch.no_grad()
     def item_table(self) -> torch.Tensor:
-        """`self.items()` for scoring, cached until training mode or until one of its tensors
-        changes: a tensor's version counter moves with every in-place update from Python
-        (load_state_dict, a fine-tuned text table's refresh, an unfused optimizer step).
-        Recomputing it costs ~7 ms on Toys, more than scoring one user. -> (n_items + 1, d)"""
+        """`self.items()` for scoring, cached until the next training pass (`forward`) or until
+        one of its tensors changes: a tensor's version counter moves with every in-place update
+        from Python (load_state_dict, a fine-tuned text table's refresh, an unfused optimizer
+        step). Recomputing it costs ~7 ms on Toys, more than scoring one user.
+        -> (n_items + 1, d)"""
         tensors = [*self.items.parameters(), *self.items.buffers()]
         key = tuple((id(t), t.data_ptr(), t._version) for t in tensors)
         if self._table_cache is None or self._table_cache[0] != key:
@@ -416,6 +410,9 @@ class RecommendationLLM(nn.Module):
         that many uniformly drawn items shared across the batch (uniform, so logQ is constant).
         label_smoothing: the share of each target's label spread evenly over the items scored
         (the catalog, or the target and its negatives)."""
+        # The step after this pass may be a fused optimizer's, which updates the weights in
+        # place without moving their version counters: drop the cached table here.
+        self._table_cache = None
         batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
         table = self.items(batch)  # (n_items + 1, d)
         hidden = self.hidden_states(batch["input_ids"], table)  # (B, T, d)

@@ -117,11 +117,15 @@ def test_the_cached_item_table_follows_every_weight_change(fused):
     torch.testing.assert_close(model.score(HISTORIES), first)
 
 
-def test_score_runs_in_eval_mode_and_restores_training_mode():
+def test_score_runs_in_eval_mode_and_restores_training_mode(monkeypatch):
     model = tiny_model().train()
+    tables = []
+    compute_table = model.items.forward
+    monkeypatch.setattr(model.items, "forward", lambda *a: tables.append(1) or compute_table(*a))
     first, second = model.score(HISTORIES), model.score(HISTORIES)
     torch.testing.assert_close(first, second)  # no dropout noise
     assert model.training
+    assert len(tables) == 1  # the second request reused the cached item table
 
 
 def test_forward_loss_equals_full_softmax_cross_entropy_of_score():

@@ -29,7 +29,7 @@ def test_sparse_sets_each_key_left_at_its_default_and_is_idempotent():
     model, train_config = apply_recipe(
         ModelConfig(), TrainConfig(recipe="sparse", lr_decay_patience=2), data
     )
-    assert (model.dropout, model.positions) == (0.5, "end")
+    assert (model.dropout, model.positions, model.whiten_text) == (0.5, "end", True)
     # lr_decay_patience was chosen (2 is not its default 3): it stays.
     assert (train_config.lr_decay, train_config.lr_decay_patience) == (0.5, 2)
     assert train_config.min_delta == SPARSE_RECIPE["train"]["min_delta"]
@@ -37,7 +37,7 @@ def test_sparse_sets_each_key_left_at_its_default_and_is_idempotent():
     assert apply_recipe(model, train_config, data) == (model, train_config)
     untouched = ModelConfig(num_heads=4)
     assert (
-        dataclasses.replace(untouched, dropout=0.5, positions="end")
+        dataclasses.replace(untouched, dropout=0.5, positions="end", whiten_text=True)
         == apply_recipe(untouched, TrainConfig(recipe="sparse"), data)[0]
     )
 
