@@ -23,18 +23,27 @@ def run_bench_script(script: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
-def test_sweep_scores_each_variant_and_names_the_one_that_failed(tmp_path, tiny_model) -> None:
-    out = tmp_path / "out"
-    done = run_bench_script(
+def run_tiny_sweep(tmp_path, tiny_model, *args: str) -> subprocess.CompletedProcess:
+    """bench/sweep.py on `prepared`'s dataset, 2 epochs of a small model, results in tmp/out."""
+    return run_bench_script(
         "sweep.py",
         str(prepared(tmp_path)),
-        *("--variant", "ids:model.item_repr=id"),
-        *("--variant", "wide:model.hidden_size=32"),
-        *("--variant", "broken:model.item_repr=pixels"),
+        *args,
         *("--set", "train.epochs=2", "--set", "model.hidden_size=16"),
         *("--set", "model.max_len=6", "--set", f"item_llm.model={tiny_model}"),
-        *("--set", "train.threads=1", "--jobs", "3", "--out", str(out)),
+        *("--set", "train.threads=1", "--out", str(tmp_path / "out")),
         *("--cache", str(tmp_path / "cache")),
+    )
+
+
+def test_sweep_scores_each_variant_and_names_the_one_that_failed(tmp_path, tiny_model) -> None:
+    out = tmp_path / "out"
+    done = run_tiny_sweep(
+        tmp_path,
+        tiny_model,
+        *("--variant", "ids:model.item_repr=id"),
+        *("--variant", "wide:model.hidden_size=32"),
+        *("--variant", "broken:model.item_repr=pixels", "--jobs", "3"),
     )
     assert done.returncode == 1, done.stderr[-2000:]
     assert "variant broken failed" in done.stderr and "pixels" in done.stderr
@@ -52,15 +61,7 @@ def test_sweep_scores_each_variant_and_names_the_one_that_failed(tmp_path, tiny_
 
 def test_sweep_runs_each_variant_per_seed_and_reports_the_mean(tmp_path, tiny_model) -> None:
     out = tmp_path / "out"
-    done = run_bench_script(
-        "sweep.py",
-        str(prepared(tmp_path)),
-        *("--variant", "base:", "--seeds", "3,5"),
-        *("--set", "train.epochs=2", "--set", "model.hidden_size=16"),
-        *("--set", "model.max_len=6", "--set", f"item_llm.model={tiny_model}"),
-        *("--set", "train.threads=1", "--jobs", "2", "--out", str(out)),
-        *("--cache", str(tmp_path / "cache")),
-    )
+    done = run_tiny_sweep(tmp_path, tiny_model, "--variant", "base:", "--seeds", "3,5", "--jobs=2")
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {row["variant"]: row for row in json.loads((out / "results.json").read_text())["rows"]}
     assert set(rows) == {"base_seed3", "base_seed5"}
