@@ -51,8 +51,9 @@ class ModelConfig:
     backbone: str = "gpt2"  # a transformers config type, or a model id / path to load
     head_mlp: bool = False  # an MLP before the tied output: worse and slower to converge
     tie_output: bool = True
-    # Whiten the text table (ZCA: zero mean, identity covariance, the raw rows' mean norm) before
-    # its projection, so that the frozen Item LLM's few dominant directions do not drown the rest.
+    # Whiten the text table before its projection (ZCA: zero mean, identity covariance, the
+    # centred rows' mean norm), so the frozen Item LLM's few dominant directions do not drown the
+    # rest; part of train.recipe=sparse.
     whiten_text: bool = False
     # Fine-tune the Item LLM's last `finetune_layers` layers jointly (see lite_rec.item_tower);
     # each step re-encodes at most `finetune_items_per_step` of its batch's items (0: all).
