@@ -272,8 +272,8 @@ def _attach_item_llm(
 
 def adamw_with_warmup(groups: list[dict[str, Any]], config: TrainConfig) -> tuple:
     """AdamW over parameter groups and the warmup schedule. -> (optimizer, LambdaLR scheduler)"""
-    # The fused kernel updates every tensor in one pass: on 2 CPU cores a step takes ~1 ms where
-    # the default per-tensor loop takes ~7 ms (an ID table alone has ~800k weights).
+    # The fused kernel updates every tensor in one pass, where the default per-tensor loop took
+    # ~7 ms of each Beauty step on 2 CPU cores (bench/results/step_profile/beauty.md).
     fused = all(p.device.type in ("cpu", "cuda") for group in groups for p in group["params"])
     optimizer = torch.optim.AdamW(
         groups, lr=config.lr, weight_decay=config.weight_decay, fused=fused

@@ -9,12 +9,25 @@ from lite_rec.model import RecommendationLLM, linear_cross_entropy, pad_historie
 N_ITEMS, TEXT_DIM = 13, 6
 
 
+def tiny_text() -> np.ndarray:
+    """The Item LLM vectors of `tiny_model`. -> (N_ITEMS, TEXT_DIM)"""
+    return np.random.default_rng(0).normal(size=(N_ITEMS, TEXT_DIM)).astype(np.float32)
+
+
+def zca_reference(raw: np.ndarray) -> np.ndarray:
+    """ZCA by hand in float64: centred rows times C^(-1/2), rescaled to the centred mean norm."""
+    centred = raw.astype(np.float64) - raw.mean(0)
+    variances, directions = np.linalg.eigh(np.cov(centred.T))
+    whitened = centred @ directions @ np.diag(variances**-0.5) @ directions.T
+    norm = np.linalg.norm(centred, axis=1).mean() / np.linalg.norm(whitened, axis=1).mean()
+    return whitened * norm
+
+
 def tiny_model(**overrides) -> RecommendationLLM:
     torch.manual_seed(0)
     values = dict(hidden_size=8, num_layers=2, num_heads=2, dropout=0.3, max_len=5)
     config = ModelConfig(**{**values, **overrides})
-    text = np.random.default_rng(0).normal(size=(N_ITEMS, TEXT_DIM)).astype(np.float32)
-    model = RecommendationLLM(config, N_ITEMS, text if "text" in config.item_repr else None)
+    model = RecommendationLLM(config, N_ITEMS, tiny_text() if "text" in config.item_repr else None)
     with torch.no_grad():  # positions as large as items: a wrong position id shows in scores
         model.backbone.wpe.weight.normal_()
     return model.eval()
@@ -33,11 +46,13 @@ def reference_scores(model: RecommendationLLM, history: np.ndarray) -> torch.Ten
     then a dot product with every item's output vector."""
     config = model.config
     kept = history[-config.max_len :]
+    raw = tiny_text()
+    texts = zca_reference(raw) if config.whiten_text else raw  # (n_items, d_text)
     rows = []
     for item in range(N_ITEMS):
         vector = torch.zeros(config.hidden_size)
         if "text" in config.item_repr:
-            text = torch.as_tensor(model.items.text[item + 1])
+            text = torch.as_tensor(texts[item], dtype=torch.float32)
             vector = (
                 vector
                 + model.items.text_projection.weight @ text
@@ -194,7 +209,7 @@ def test_sampled_softmax_label_smoothing_spreads_over_target_and_real_negatives(
 
 def test_whitened_text_table_is_centred_decorrelated_and_keeps_the_mean_norm():
     model = tiny_model(whiten_text=True)
-    raw = np.random.default_rng(0).normal(size=(N_ITEMS, TEXT_DIM))  # tiny_model's text
+    raw = tiny_text().astype(np.float64)
     table = model.items.text[1:].double().numpy()  # (n_items, d_text)
     assert np.abs(table.mean(0)).max() < 1e-6
     covariance = np.cov(table.T)
