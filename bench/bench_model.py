@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from train_test import train_and_test  # noqa: E402
+from train_test import refit_note, train_and_test  # noqa: E402
 
 from lite_rec.config import PROJECT_ROOT, load_config  # noqa: E402
 from lite_rec.evaluate import recommend  # noqa: E402
@@ -79,6 +79,7 @@ def bench_dataset(source: Path, work: Path, overrides: list[str], reprs: list[st
             },
             "train_s": seconds,
             "epochs": len(result.history),
+            "refit_epochs": len(result.refit_history),
             "best_epoch": result.best_epoch,
             **test,
             **inference(result.model, data),
@@ -101,7 +102,8 @@ def markdown(rows: list[dict]) -> str:
             lines.append(
                 f"| {row['dataset']} | {item_repr} | {r['recipe']} | "
                 f"{r['recall@10']:.4f} | {r['ndcg@10']:.4f} | "
-                f"{r['recall@20']:.4f} | {r['ndcg@20']:.4f} | {r['epochs']} ({r['best_epoch']}) | "
+                f"{r['recall@20']:.4f} | {r['ndcg@20']:.4f} | "
+                f"{r['epochs']} ({r['best_epoch']}){refit_note(r)} | "
                 f"{r['train_s']:.0f} | {r['users_per_s']:,.0f} | {r['latency_p50_ms']:.1f} / "
                 f"{r['latency_p99_ms']:.1f} | {row['prepare_s']:.1f} | {row['embed_s']:.0f} | "
                 f"{row['peak_rss_gb']:.2f} |"

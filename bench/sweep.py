@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from train_test import train_and_test  # noqa: E402
+from train_test import refit_note, train_and_test  # noqa: E402
 
 from lite_rec.config import PROJECT_ROOT, load_config  # noqa: E402
 from lite_rec.item_embeddings import item_embeddings  # noqa: E402
@@ -90,6 +90,7 @@ def run_variant(
         "seed": result.train_config.seed,
         "train_s": seconds,
         "epochs": len(result.history),
+        "refit_epochs": len(result.refit_history),
         "best_epoch": result.best_epoch,
         "valid_ndcg@10": best["valid_ndcg@10"],
         **{f"test_{key}": value for key, value in test.items()},
@@ -110,7 +111,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             f"| {r['variant']} | {', '.join(r['overrides'][len(meta['common']) :]) or '-'} | "
             f"{r['recipe']} | {r['valid_ndcg@10']:.4f} | {r['test_recall@10']:.4f} | "
             f"{r['test_ndcg@10']:.4f} | {r['test_recall@20']:.4f} | "
-            f"{r['epochs']} ({r['best_epoch']}) | {r['train_s']:.0f} |"
+            f"{r['epochs']} ({r['best_epoch']}){refit_note(r)} | {r['train_s']:.0f} |"
         )
     if any(r["base"] != r["variant"] for r in rows):
         lines += ["", seed_means(rows)]

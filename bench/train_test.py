@@ -1,5 +1,5 @@
 """What `bench_model.py` and `sweep.py` share: train one config from scratch, time it, and
-score the best epoch on the test split."""
+score the trained model (the best epoch, then any refit epochs) on the test split."""
 
 import time
 from pathlib import Path
@@ -29,3 +29,9 @@ def train_and_test(
     )
     seconds = time.perf_counter() - start
     return result, seconds, evaluate(result.model, data, "test", config.train.eval_batch_size)
+
+
+def refit_note(row: dict) -> str:
+    """' + N refit' for a run with train.refit_epochs, after its 'epochs (best)' (rows of runs
+    from before the key have none)."""
+    return f" + {row['refit_epochs']} refit" if row.get("refit_epochs") else ""

@@ -253,8 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train the Recommendation LLM and log the run to MLflow",
         description="Train on DATA_DIR's training sequences with early stopping on validation "
-        "NDCG@10, checkpointing every epoch (rerun the same command to resume after a crash). "
-        "Writes the model to --out and logs an MLflow run with the pyfunc model.",
+        "NDCG@10, checkpointing every epoch (rerun the same command to resume after a crash), "
+        "then train.refit_epochs more epochs from the best one with the validation items "
+        "included (2 under train.recipe=sparse). Writes the model to --out and logs an MLflow "
+        "run with the pyfunc model.",
     )
     train.add_argument("data_dir", type=Path, help="what `lite-rec prepare` wrote")
     train.add_argument("--out", required=True, type=Path, help="model directory")

@@ -88,6 +88,11 @@ class TrainConfig:
     # better validation NDCG@10 (1.0: constant learning rate after warmup).
     lr_decay: float = 1.0
     lr_decay_patience: int = 3
+    # After early stopping, train this many more epochs from the best weights, at the best
+    # epoch's rate, on sequences that end with the validation item (the test item stays held
+    # out): the most recent interactions are the closest to what the test asks. The validation
+    # scores of such a model are no longer held out (0: the best epoch's weights as they are).
+    refit_epochs: int = 0
     eval_batch_size: int = 1024
     seed: int = 42
     threads: int = 0  # 0: every core torch sees

@@ -22,7 +22,7 @@ from lite_rec.recipe import apply_recipe
 from lite_rec.sequences import SequenceData
 from lite_rec.serving import write_catalog
 from lite_rec.tracking import Tracking, log_metrics, log_pyfunc
-from lite_rec.train import load_model, train
+from lite_rec.train import TrainResult, load_model, train, trained_on_validation_items
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,10 @@ def train_rec_model(
         mlflow.log_text(yaml.safe_dump(config.to_dict()), "config.yaml")
 
         def log_epoch(row: dict[str, Any]) -> None:
-            metrics = {k: v for k, v in row.items() if k != "epoch"}
-            log_metrics(metrics, step=row["epoch"])
+            # `epoch_valid_*` per epoch: MLflow shows a metric's highest step as the run's
+            # value, and `valid_*` must be the trained model's (logged once, below).
+            metrics = {k.replace("valid_", "epoch_valid_"): v for k, v in row.items()}
+            log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=row["epoch"])
 
         result = train(
             data,
@@ -75,7 +77,7 @@ def train_rec_model(
             on_epoch_end=log_epoch,
             item_llm=config.item_llm,
         )
-        valid = evaluate(result.model, data, "valid", config.train.eval_batch_size)
+        valid = held_out_validation(result, data)
         log_metrics(valid, prefix="valid_")
         mlflow.log_metric("best_epoch", result.best_epoch)
         write_catalog(data, out_dir)
@@ -86,7 +88,7 @@ def train_rec_model(
         (out_dir / RUN_FILE).write_text(
             json.dumps({"run_id": run.info.run_id, "tracking_uri": tracking.resolved_uri})
         )
-    seconds = sum(row["seconds"] for row in result.history)
+    seconds = sum(row["seconds"] for row in result.history + result.refit_history)
     log.info("model in %s, MLflow run %s (valid %s)", out_dir, run.info.run_id, valid)
     return TrainedModel(
         out_dir,
@@ -98,6 +100,15 @@ def train_rec_model(
         info.model_uri,
         config,
     )
+
+
+def held_out_validation(result: TrainResult, data: SequenceData) -> dict[str, float]:
+    """The trained model's validation metrics; after refit epochs (`train.refit_epochs`), which
+    trained on the validation items, those of the best epoch, the last model they held out."""
+    if not result.refit_history:
+        return evaluate(result.model, data, "valid", result.train_config.eval_batch_size)
+    best = result.history[result.best_epoch - 1]
+    return {k.removeprefix("valid_"): v for k, v in best.items() if k.startswith("valid_")}
 
 
 def evaluate_rec_model(
@@ -118,6 +129,12 @@ def evaluate_rec_model(
         raise ValueError(
             f"{model_dir} was trained on another item catalog than this data "
             f"({len(catalog['item_ids'])} vs {data.n_items} items)"
+        )
+    if split == "valid" and trained_on_validation_items(model_dir):
+        log.warning(
+            "%s trained on the validation items (train.refit_epochs): its validation metrics "
+            "are not held out; its training run logged those of its best epoch",
+            model_dir,
         )
     metrics = evaluate(model, data, split, batch_size)
     run_file = model_dir / RUN_FILE

@@ -44,6 +44,11 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
 FINGERPRINT_TAG = "eval_fingerprint"
+REFIT_TAG = "train_refit_epochs"
+RESCORED_REFIT = (
+    "the champion had refit epochs and is re-scored on new validation data, part of which it "
+    "trained on: its value is flattered"
+)
 MISS_RANK = 10**9  # the rank of a target the model cannot recommend: outside every top-k
 _process_lock = threading.Lock()
 
@@ -177,6 +182,17 @@ def _champion_value(
     return value
 
 
+def _rescored_on_what_it_trained_on(
+    client: mlflow.MlflowClient, name: str, version: int, data: SequenceData
+) -> bool:
+    """Whether `version` was re-scored on validation data other than its own after refit
+    epochs (`train.refit_epochs`): the users whose validation item did not change since are
+    items it trained on, so its value is flattered and the gate leans towards keeping it."""
+    tags = client.get_model_version(name, version).tags
+    refit = int(tags.get(REFIT_TAG, "0")) > 0
+    return refit and tags.get(FINGERPRINT_TAG) != evaluation_fingerprint(data)
+
+
 def register_and_gate(
     trained: TrainedModel,
     data: SequenceData,
@@ -197,6 +213,7 @@ def register_and_gate(
     with registry_lock(tracking, name):
         version = int(mlflow.register_model(trained.model_uri, name).version)
         tags = {**{k: repr(v) for k, v in metrics.items()}, "run_id": trained.run_id}
+        tags[REFIT_TAG] = str(trained.config.train.refit_epochs)
         for key, tag in {**tags, FINGERPRINT_TAG: evaluation_fingerprint(data)}.items():
             client.set_model_version_tag(name, version, key, tag)
         client.set_registered_model_alias(name, CHALLENGER, version)
@@ -204,12 +221,18 @@ def register_and_gate(
         best = None
         if current is not None:
             best = _champion_value(client, name, current, data, policy.metric)
+        flattered = best is not None and _rescored_on_what_it_trained_on(
+            client, name, current, data
+        )
         if best is None:
             promoted, reason = True, "first model: no champion yet"
         elif value > best + policy.min_margin:
             promoted, reason = True, f"{value:.4f} > {best:.4f} + margin {policy.min_margin}"
         else:
             promoted, reason = False, f"{value:.4f} <= {best:.4f} + margin {policy.min_margin}"
+        if flattered:
+            log.warning("%s version %d: %s", name, current, RESCORED_REFIT)
+            reason += f" ({RESCORED_REFIT})"
         decision = GateDecision(
             name, version, promoted, reason, policy.metric, value, current, best
         )

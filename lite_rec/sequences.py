@@ -47,6 +47,10 @@ class SequenceData:
         """Training sequences: everything but the validation and test items."""
         return [seq[:-2] for seq in self.sequences]
 
+    def refit_sequences(self) -> list[np.ndarray]:
+        """Training sequences plus the validation item: everything but the test item."""
+        return [seq[:-1] for seq in self.sequences]
+
 
 def sequences_from_frames(items: pd.DataFrame, interactions: pd.DataFrame) -> SequenceData:
     """Build `SequenceData` from the processed tables (interactions already in time order)."""

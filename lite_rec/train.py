@@ -34,7 +34,9 @@ MODEL_FILE = "model.pt"
 MODEL_CONFIG_FILE = "model_config.json"
 SELECTION_METRIC = "ndcg@10"
 # Train-config fields a resumed run may change without changing the result it converges to.
-RESUMABLE_CHANGES = {"epochs", "patience", "threads", "eval_batch_size", "device"}
+# (`refit_epochs` acts after early stopping: a stopped run resumed with more refit epochs ends
+# where a fresh run with them would.)
+RESUMABLE_CHANGES = {"epochs", "patience", "threads", "eval_batch_size", "device", "refit_epochs"}
 
 
 @dataclass
@@ -43,6 +45,8 @@ class TrainResult:
     best_epoch: int  # 1-based
     history: list[dict[str, Any]]  # per epoch: epoch, loss, valid metrics, seconds
     train_config: TrainConfig  # as the run used it: train.recipe resolved (model.config too)
+    # per refit epoch (train.refit_epochs): refit_epoch, loss, seconds, lr
+    refit_history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def traversal_windows(sequences: list[np.ndarray], max_len: int) -> np.ndarray:
@@ -128,6 +132,11 @@ def check_train_config(config: TrainConfig) -> None:
         raise ValueError(f"train.label_smoothing must be in [0, 1), got {config.label_smoothing}")
     if config.min_delta < 0.0:
         raise ValueError(f"train.min_delta must be >= 0, got {config.min_delta}")
+    if config.refit_epochs < 0 or (config.refit_epochs > 0 and config.epochs < 1):
+        raise ValueError(
+            "train.refit_epochs must be >= 0 and needs train.epochs >= 1 (it continues from "
+            f"the best epoch), got {config.refit_epochs} and {config.epochs}"
+        )
 
 
 def decay_on_plateau(scheduler, bad_epochs: int, config: TrainConfig) -> None:
@@ -324,9 +333,10 @@ def train(
     model = RecommendationLLM(model_config, data.n_items, text_embeddings).to(train_config.device)
     _attach_item_llm(model, data, item_llm)
     optimizer, scheduler = optimizer_and_scheduler(model, train_config)
-    checkpoint_path = out_dir / CHECKPOINT_FILE
-    if resume and checkpoint_path.exists():
-        state = _restore_checkpoint(checkpoint_path, model, optimizer, scheduler, train_config)
+    run = _Run(model, optimizer, scheduler, train_config, out_dir / CHECKPOINT_FILE)
+    run.progress, run.on_epoch_end = progress, on_epoch_end
+    if resume and run.checkpoint.exists():
+        state = _restore_checkpoint(run.checkpoint, model, optimizer, scheduler, train_config)
     else:
         state = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "best_weights": None}
         state.update(bad_epochs=0, history=[], finished=False)
@@ -334,48 +344,113 @@ def train(
 
     sequences = data.train_sequences()
     while not state["finished"] and state["epoch"] < train_config.epochs:
-        epoch = state["epoch"] + 1
-        started = time.perf_counter()
-        windows = epoch_windows(sequences, train_config, model_config.max_len, epoch)
-        loss = _train_epoch(model, optimizer, scheduler, windows, train_config, progress, epoch)
-        model.items.refresh()  # a fine-tuned Item LLM's table, from this epoch's weights
+        row = run.train_epoch(sequences, state["epoch"] + 1)
         metrics = evaluate(model, data, "valid", train_config.eval_batch_size)
-        row = {"epoch": epoch, "loss": loss, **{f"valid_{k}": v for k, v in metrics.items()}}
-        row["seconds"] = time.perf_counter() - started
-        row["lr"] = scheduler.base_lrs[0]  # this epoch's rate after warmup
+        row.update({f"valid_{k}": v for k, v in metrics.items()})
         _record_epoch(state, row, model, train_config)
         decay_on_plateau(scheduler, state["bad_epochs"], train_config)
-        line = (
-            f"epoch {epoch}: loss {loss:.4f}, valid ndcg@10 {metrics['ndcg@10']:.4f}, "
-            f"recall@10 {metrics['recall@10']:.4f} ({row['seconds']:.1f} s)"
+        run.finish_epoch(
+            state,
+            row,
+            f"epoch {row['epoch']}: loss {row['loss']:.4f}, valid ndcg@10 "
+            f"{metrics['ndcg@10']:.4f}, recall@10 {metrics['recall@10']:.4f}",
         )
-        if progress:
-            tqdm.write(line)
-        else:  # no bars (benchmarks, Dagster): the log still shows the run moving
-            log.info("%s: %s", out_dir.name, line)
-        _save_checkpoint(checkpoint_path, model, optimizer, scheduler, state, train_config)
-        if on_epoch_end is not None:
-            on_epoch_end(row)
-
-    if state["best_weights"] is not None:
-        model.load_state_dict(state["best_weights"])
+    _refit(run, data, state)
     # Fine-tuned Item LLM layers are not saved: the text table they produced is, so the model
     # is what load_model gives.
     model.items.tower = None
-    save_model(model, out_dir)
-    return TrainResult(model, state["best_epoch"], state["history"], train_config)
+    save_model(model, out_dir, state["refit_epochs"])
+    refits = state.get("refit_history", [])
+    return TrainResult(model, state["best_epoch"], state["history"], train_config, refits)
 
 
-def save_model(model: RecommendationLLM, out_dir: str | Path) -> None:
-    """`model.pt` (state dict, item text embeddings included) + `model_config.json`."""
+@dataclass
+class _Run:
+    """What each epoch of one `train` call works with."""
+
+    model: RecommendationLLM
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    config: TrainConfig
+    checkpoint: Path
+    progress: bool = True
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None
+    started: float = 0.0  # when the current epoch began
+
+    def train_epoch(self, sequences: list[np.ndarray], epoch: int) -> dict[str, Any]:
+        """One pass over `sequences` in the epoch's order. -> the history row so far"""
+        self.started = time.perf_counter()
+        windows = epoch_windows(sequences, self.config, self.model.config.max_len, epoch)
+        loss = _train_epoch(
+            self.model, self.optimizer, self.scheduler, windows, self.config, self.progress, epoch
+        )
+        self.model.items.refresh()  # a fine-tuned Item LLM's table, from this epoch's weights
+        # The rate this epoch trained at after warmup; the seconds count the evaluation too.
+        return {"epoch": epoch, "loss": loss, "lr": self.scheduler.base_lrs[0]}
+
+    def finish_epoch(self, state: dict[str, Any], row: dict[str, Any], line: str) -> None:
+        """Time the epoch, show `line`, checkpoint, then call `on_epoch_end(row)`."""
+        row["seconds"] = time.perf_counter() - self.started
+        line = f"{line} ({row['seconds']:.1f} s)"
+        if self.progress:
+            tqdm.write(line)
+        else:  # no bars (benchmarks, Dagster): the log still shows the run moving
+            log.info("%s: %s", self.checkpoint.parent.name, line)
+        _save_checkpoint(
+            self.checkpoint, self.model, self.optimizer, self.scheduler, state, self.config
+        )
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(row)
+
+
+def _refit(run: _Run, data: SequenceData, state: dict[str, Any]) -> None:
+    """Leave the model with the best epoch's weights, then train `train.refit_epochs` more
+    epochs on `data.refit_sequences()` at the best epoch's rate, checkpointing each (a resumed
+    run continues the refit: the best weights are loaded only before its first epoch)."""
+    config, scheduler = run.config, run.scheduler
+    done = state.setdefault("refit_epochs", 0)
+    if done > config.refit_epochs:
+        raise ValueError(
+            f"{run.checkpoint}: holds {done} refit epochs, more than train.refit_epochs="
+            f"{config.refit_epochs}; use another out_dir or resume=False"
+        )
+    if done == 0 and state["best_weights"] is not None:
+        run.model.load_state_dict(state["best_weights"])
+    if done == 0 and config.refit_epochs > 0 and state["history"]:
+        scale = state["history"][state["best_epoch"] - 1]["lr"] / scheduler.base_lrs[0]
+        scheduler.base_lrs = [base * scale for base in scheduler.base_lrs]
+        warmup = scheduler.lr_lambdas[0](scheduler.last_epoch)
+        for group, base in zip(run.optimizer.param_groups, scheduler.base_lrs, strict=True):
+            group["lr"] = base * warmup
+    sequences = data.refit_sequences()
+    for refit in range(done + 1, config.refit_epochs + 1):
+        # Numbered on from the main epochs: the window order is seeded by the number.
+        row = {**run.train_epoch(sequences, state["epoch"] + refit), "refit_epoch": refit}
+        state.setdefault("refit_history", []).append(row)
+        state["refit_epochs"] = refit
+        run.finish_epoch(
+            state, row, f"refit epoch {refit}, validation items included: loss {row['loss']:.4f}"
+        )
+
+
+def save_model(model: RecommendationLLM, out_dir: str | Path, refit_epochs: int = 0) -> None:
+    """`model.pt` (state dict, item text embeddings included) + `model_config.json`, which
+    also says how many refit epochs trained on the validation items."""
     out_dir = Path(out_dir)
     _atomic_save(model.state_dict(), out_dir / MODEL_FILE)
     description = {
         "model": dataclasses.asdict(model.config),
         "n_items": model.n_items,
         "text_dim": model.text_dim,
+        "refit_epochs": refit_epochs,
     }
     (out_dir / MODEL_CONFIG_FILE).write_text(json.dumps(description, indent=2) + "\n")
+
+
+def trained_on_validation_items(out_dir: str | Path) -> bool:
+    """Whether the model `save_model` wrote to `out_dir` had refit epochs."""
+    description = json.loads((Path(out_dir) / MODEL_CONFIG_FILE).read_text())
+    return description.get("refit_epochs", 0) > 0
 
 
 def load_model(out_dir: str | Path) -> RecommendationLLM:

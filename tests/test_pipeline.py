@@ -1,5 +1,6 @@
 """The model half end to end on a tiny dataset: CLI, MLflow run and pyfunc, Dagster job."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,9 +10,14 @@ import pandas as pd
 import pytest
 
 from lite_rec.cli import main
+from lite_rec.config import ModelConfig, TrainConfig
+from lite_rec.evaluate import evaluate
+from lite_rec.model import RecommendationLLM
+from lite_rec.pipeline import held_out_validation
+from lite_rec.train import TrainResult
 from orchestration.definitions import data_assets, data_checks, model_assets
 from orchestration.resources import MlflowTracking, Workspace
-from tests.conftest import write_movielens
+from tests.conftest import cyclic_data, write_movielens
 
 
 def tiny_settings(tiny_model: str) -> list[str]:
@@ -52,6 +58,57 @@ def test_train_writes_a_model_and_an_mlflow_run(trained: dict) -> None:
     assert "valid_ndcg_at_10" in run.data.metrics and "loss" in run.data.metrics
     history = mlflow.MlflowClient(trained["uri"]).get_metric_history(run_id, "loss")
     assert [m.step for m in history] == [1, 2]
+    valid = mlflow.MlflowClient(trained["uri"]).get_metric_history(run_id, "valid_ndcg_at_10")
+    assert len(valid) == 1, "the model's validation score, not one per epoch"
+
+
+def test_a_refit_model_reports_the_validation_metrics_of_its_best_epoch(
+    trained: dict, tiny_model: str, caplog, capsys
+) -> None:
+    """After refit epochs the model has trained on the validation items: the run logs the
+    best epoch's (held-out) validation metrics, and scoring it on them again warns."""
+    root, model_dir = trained["root"], trained["root"] / "refit_model"
+    overrides = [arg for s in tiny_settings(tiny_model) for arg in ("--set", s)]
+    args = [
+        "train",
+        str(trained["data"]),
+        "--out",
+        str(model_dir),
+        "--tracking-uri",
+        trained["uri"],
+    ]
+    args += ["--cache", str(root / "cache"), "--embeddings", str(root / "emb"), *overrides]
+    assert main([*args, "--set", "train.refit_epochs=1"]) == 0
+    printed = json.loads(capsys.readouterr().out.splitlines()[-1])
+    history = json.loads((model_dir / "history.json").read_text())
+    best = history[printed["best_epoch"] - 1]
+    assert printed["ndcg@10"] == best["valid_ndcg@10"] and printed["mrr"] == best["valid_mrr"]
+    run_id = json.loads((model_dir / "mlflow_run.json").read_text())["run_id"]
+    client = mlflow.MlflowClient(trained["uri"])
+    assert client.get_run(run_id).data.metrics["valid_ndcg_at_10"] == best["valid_ndcg@10"]
+    assert [m.step for m in client.get_metric_history(run_id, "loss")] == [1, 2, 3]
+    per_epoch = client.get_metric_history(run_id, "epoch_valid_ndcg_at_10")
+    assert [(m.step, m.value) for m in per_epoch] == [
+        (row["epoch"], row["valid_ndcg@10"]) for row in history
+    ]
+    assert json.loads((model_dir / "model_config.json").read_text())["refit_epochs"] == 1
+    with caplog.at_level("WARNING"):
+        assert main(["evaluate", str(trained["data"]), str(model_dir), "--split", "valid"]) == 0
+    assert "trained on the validation items" in caplog.text
+
+
+def test_held_out_validation_is_the_best_epochs_once_the_model_saw_the_validation_items():
+    data = cyclic_data(n_items=12, n_users=30)
+    config = ModelConfig(hidden_size=8, num_layers=1, num_heads=1, item_repr="id")
+    model = RecommendationLLM(config, data.n_items).eval()
+    rows = [
+        {"epoch": e, "loss": 1.0, "valid_ndcg@10": v, "valid_mrr": v / 2}
+        for e, v in ((1, 0.2), (2, 0.3), (3, 0.1))
+    ]
+    result = TrainResult(model, 2, rows, TrainConfig(), refit_history=[{"epoch": 4, "loss": 0.5}])
+    assert held_out_validation(result, data) == {"ndcg@10": 0.3, "mrr": 0.15}
+    without_refit = dataclasses.replace(result, refit_history=[])
+    assert held_out_validation(without_refit, data) == evaluate(model, data, "valid")
 
 
 def test_evaluate_prints_json_and_logs_test_metrics(trained: dict, capsys) -> None:

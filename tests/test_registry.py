@@ -87,6 +87,26 @@ def test_champion_evaluated_on_other_data_is_re_evaluated_on_the_new_data(
     assert again == pytest.approx(best.valid_metrics["ndcg@10"])
 
 
+def test_a_refit_champion_re_scored_on_new_data_is_named_in_the_gate_reason(
+    lifecycle, tmp_path: Path
+) -> None:
+    """A champion with refit epochs trained on the validation items of its own data: on other
+    data its re-scored value is flattered, and the gate says so."""
+    tracking, data, (_, middle, _) = lifecycle
+    config = load_config(overrides=TINY + ["train.epochs=2", "train.refit_epochs=1"])
+    refit = train_rec_model(data, None, config, tmp_path / "refit", tracking, progress=False)
+    name, keep = "lite_rec_refit", registry.GatePolicy(min_margin=1.0)
+    first = registry.register_and_gate(refit, data, name, tracking)
+    assert value(tracking, name, first.version, "train_refit_epochs") == "1"
+    same_data = registry.register_and_gate(middle, data, name, tracking, keep)
+    assert same_data.reason.endswith(f"margin {keep.min_margin}")  # held-out value, no flag
+    fewer = SequenceData(data.item_ids, data.user_ids[1:], data.sequences[1:], data.items)
+    new_data = registry.register_and_gate(middle, fewer, name, tracking, keep)
+    assert new_data.champion_version == first.version
+    assert "its value is flattered" in new_data.reason
+    assert "its value is flattered" in value(tracking, name, new_data.version, "gate_reason")
+
+
 def gate_concurrently(models: list[TrainedModel], data, name: str, tracking: Tracking) -> None:
     """Start one gate per model in its own thread, all released at once."""
     barrier = threading.Barrier(len(models))

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from lite_rec import train as train_module
 from lite_rec.config import ModelConfig, TrainConfig
 from lite_rec.evaluate import evaluate, recommend
 from lite_rec.model import RecommendationLLM
@@ -46,6 +47,11 @@ def test_training_learns_cyclic_sequences(tmp_path):
     assert {"epoch", "loss", "valid_ndcg@10", "seconds"} <= set(trained.history[0])
 
 
+def without_seconds(history: list[dict]) -> list[dict]:
+    """History rows without their timing, which no two runs share."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
 def assert_resume_after_crash_is_identical(run, tmp_path, crash_after: int = 2) -> None:
     """`run(out_dir, **train_kwargs)` trains one fixed setting. A run killed after epoch
     `crash_after` and started again must end with the weights, last checkpoint and history of
@@ -68,8 +74,8 @@ def assert_resume_after_crash_is_identical(run, tmp_path, crash_after: int = 2) 
     last_b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
     assert last_a.keys() == last_b.keys()
     assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert strip(straight.history) == strip(resumed.history)
+    assert without_seconds(straight.history) == without_seconds(resumed.history)
+    assert without_seconds(straight.refit_history) == without_seconds(resumed.refit_history)
 
 
 def test_resume_after_crash_gives_identical_weights(tmp_path):
@@ -81,6 +87,82 @@ def test_resume_after_crash_gives_identical_weights(tmp_path):
         ),
         tmp_path,
     )
+
+
+def test_a_crash_during_the_refit_resumes_to_identical_weights(tmp_path):
+    data = cyclic_data(**DATA)
+    model_config, train_config = small_configs(epochs=3, refit_epochs=2)
+
+    def run(out, **kwargs):
+        return train(data, None, id_only(model_config), train_config, out, progress=False, **kwargs)
+
+    assert_resume_after_crash_is_identical(run, tmp_path, crash_after=4)  # refit epoch 1
+    refits = run(tmp_path / "a").refit_history
+    assert [(row["epoch"], row["refit_epoch"]) for row in refits] == [(4, 1), (5, 2)]
+
+
+def test_refit_trains_the_best_weights_at_the_best_rate_on_the_test_histories(
+    tmp_path, monkeypatch
+):
+    """The refit epochs start from the best epoch's weights and rate, and their windows are
+    every position of the histories the test split reads: each validation item is a target,
+    no test item is."""
+    data = cyclic_data(**DATA)
+    model_config, train_config = small_configs(
+        epochs=30, patience=2, lr=0.05, lr_decay=0.5, lr_decay_patience=1
+    )
+    model_config = id_only(model_config)
+    plain = train(data, None, model_config, train_config, tmp_path / "plain", progress=False)
+    assert plain.best_epoch < len(plain.history) - 1, "the test needs decayed epochs after the best"
+    seen = []
+    train_epoch = train_module._train_epoch
+
+    def spy(model, optimizer, scheduler, windows, *args):
+        weights = {k: v.clone() for k, v in model.state_dict().items()}
+        seen.append((weights, [group["lr"] for group in optimizer.param_groups], windows))
+        return train_epoch(model, optimizer, scheduler, windows, *args)
+
+    monkeypatch.setattr(train_module, "_train_epoch", spy)
+    refit_config = dataclasses.replace(train_config, refit_epochs=1)
+    refit = train(data, None, model_config, refit_config, tmp_path / "refit", progress=False)
+
+    assert without_seconds(refit.history) == without_seconds(plain.history)
+    assert refit.best_epoch == plain.best_epoch
+    weights, rates, windows = seen[len(plain.history)]
+    checkpoint = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=False)
+    best, last = checkpoint["state"]["best_weights"], checkpoint["model"]
+    assert all(torch.equal(weights[k], best[k]) for k in best)
+    assert not all(torch.equal(weights[k], last[k]) for k in last)
+    assert rates == [pytest.approx(plain.history[plain.best_epoch - 1]["lr"])]
+    assert rates[0] > plain.history[-1]["lr"], "the rate went back up to the best epoch's"
+    test_histories = data.histories_and_targets("test")[0]
+    expected = traversal_windows(test_histories, model_config.max_len)
+    assert sorted(map(tuple, windows)) == sorted(map(tuple, expected))
+    valid_targets = data.histories_and_targets("valid")[1]
+    assert [int(h[-1]) for h in test_histories] == valid_targets.tolist()
+    final = refit.model.state_dict()
+    assert not all(torch.equal(final[k], best[k]) for k in best), "the refit trained nothing"
+
+
+def test_a_finished_run_resumed_with_refit_epochs_ends_like_a_fresh_one(tmp_path):
+    data = cyclic_data(**DATA)
+    model_config, train_config = small_configs(epochs=3)
+    model_config = id_only(model_config)
+    with_refit = dataclasses.replace(train_config, refit_epochs=2)
+    train(data, None, model_config, train_config, tmp_path / "a", progress=False)
+    resumed = train(data, None, model_config, with_refit, tmp_path / "a", progress=False)
+    fresh = train(data, None, model_config, with_refit, tmp_path / "b", progress=False)
+    expected, actual = fresh.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    with pytest.raises(ValueError, match="holds 2 refit epochs, more than train.refit_epochs=1"):
+        train(
+            data,
+            None,
+            model_config,
+            dataclasses.replace(train_config, refit_epochs=1),
+            tmp_path / "a",
+            progress=False,
+        )
 
 
 def test_learning_rate_decays_on_plateau_and_resumes(tmp_path):

@@ -74,6 +74,8 @@ def rec_model(
         "model dir": str(trained.model_dir),
         "best epoch": trained.best_epoch,
         "train.recipe": trained.config.train.recipe,  # what auto chose
+        # epochs after the best one that trained on the validation items too
+        "refit epochs": trained.config.train.refit_epochs,
         "training seconds": round(trained.seconds, 1),
         **{f"valid {k}": v for k, v in trained.valid_metrics.items()},
         "learning curve": _image(trained.model_dir / "learning_curve.png"),
