@@ -43,9 +43,9 @@ RESUMABLE_CHANGES = {"epochs", "patience", "threads", "eval_batch_size", "device
 class TrainResult:
     model: RecommendationLLM  # holding the best epoch's weights
     best_epoch: int  # 1-based
-    history: list[dict[str, Any]]  # per epoch: epoch, loss, valid metrics, seconds
+    history: list[dict[str, Any]]  # per epoch: epoch, loss, lr, valid metrics, seconds
     train_config: TrainConfig  # as the run used it: train.recipe resolved (model.config too)
-    # per refit epoch (train.refit_epochs): refit_epoch, loss, seconds, lr
+    # per refit epoch (train.refit_epochs): epoch (numbered on), refit_epoch, loss, lr, seconds
     refit_history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
@@ -333,8 +333,9 @@ def train(
     model = RecommendationLLM(model_config, data.n_items, text_embeddings).to(train_config.device)
     _attach_item_llm(model, data, item_llm)
     optimizer, scheduler = optimizer_and_scheduler(model, train_config)
-    run = _Run(model, optimizer, scheduler, train_config, out_dir / CHECKPOINT_FILE)
-    run.progress, run.on_epoch_end = progress, on_epoch_end
+    run = _Run(
+        model, optimizer, scheduler, train_config, out_dir / CHECKPOINT_FILE, progress, on_epoch_end
+    )
     if resume and run.checkpoint.exists():
         state = _restore_checkpoint(run.checkpoint, model, optimizer, scheduler, train_config)
     else:
