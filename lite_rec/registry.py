@@ -166,31 +166,29 @@ def _set_champion(client: mlflow.MlflowClient, name: str, version: int, why: str
 
 
 def _champion_value(
-    client: mlflow.MlflowClient, name: str, version: int, data: SequenceData, metric: str
-) -> float:
-    """The champion's metric on this evaluation data: its stored value when it was evaluated
-    on the same data, else re-evaluated now (and stored for the next comparison)."""
-    fingerprint = evaluation_fingerprint(data)
+    client: mlflow.MlflowClient,
+    name: str,
+    version: int,
+    data: SequenceData,
+    fingerprint: str,
+    metric: str,
+) -> tuple[float, bool]:
+    """The champion's metric on this evaluation data (`fingerprint`): its stored value when it
+    was evaluated on the same data, else re-evaluated now (and stored for the next comparison).
+    -> (value, flattered): flattered when a champion with refit epochs (`train.refit_epochs`)
+    is scored on other data than its own, whose users with an unchanged validation item it
+    trained on, so the gate leans towards keeping it."""
     tags = client.get_model_version(name, version).tags
+    own_data = tags.get(FINGERPRINT_TAG) == fingerprint
+    flattered = not own_data and int(tags.get(REFIT_TAG, "0")) > 0
     key = f"{metric}_on_{fingerprint}"
-    if tags.get(FINGERPRINT_TAG) == fingerprint and metric in tags:
-        return float(tags[metric])
+    if own_data and metric in tags:
+        return float(tags[metric]), flattered
     if key in tags:
-        return float(tags[key])
+        return float(tags[key]), flattered
     value = validation_metrics(f"models:/{name}/{version}", data)[metric]
     client.set_model_version_tag(name, version, key, repr(value))
-    return value
-
-
-def _rescored_on_what_it_trained_on(
-    client: mlflow.MlflowClient, name: str, version: int, data: SequenceData
-) -> bool:
-    """Whether `version` was re-scored on validation data other than its own after refit
-    epochs (`train.refit_epochs`): the users whose validation item did not change since are
-    items it trained on, so its value is flattered and the gate leans towards keeping it."""
-    tags = client.get_model_version(name, version).tags
-    refit = int(tags.get(REFIT_TAG, "0")) > 0
-    return refit and tags.get(FINGERPRINT_TAG) != evaluation_fingerprint(data)
+    return value, flattered
 
 
 def register_and_gate(
@@ -214,16 +212,16 @@ def register_and_gate(
         version = int(mlflow.register_model(trained.model_uri, name).version)
         tags = {**{k: repr(v) for k, v in metrics.items()}, "run_id": trained.run_id}
         tags[REFIT_TAG] = str(trained.config.train.refit_epochs)
-        for key, tag in {**tags, FINGERPRINT_TAG: evaluation_fingerprint(data)}.items():
+        fingerprint = evaluation_fingerprint(data)
+        for key, tag in {**tags, FINGERPRINT_TAG: fingerprint}.items():
             client.set_model_version_tag(name, version, key, tag)
         client.set_registered_model_alias(name, CHALLENGER, version)
         current = champion_version(client, name)
-        best = None
+        best, flattered = None, False
         if current is not None:
-            best = _champion_value(client, name, current, data, policy.metric)
-        flattered = best is not None and _rescored_on_what_it_trained_on(
-            client, name, current, data
-        )
+            best, flattered = _champion_value(
+                client, name, current, data, fingerprint, policy.metric
+            )
         if best is None:
             promoted, reason = True, "first model: no champion yet"
         elif value > best + policy.min_margin:

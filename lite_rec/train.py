@@ -360,8 +360,8 @@ def train(
     # Fine-tuned Item LLM layers are not saved: the text table they produced is, so the model
     # is what load_model gives.
     model.items.tower = None
-    save_model(model, out_dir, state["refit_epochs"])
-    refits = state.get("refit_history", [])
+    refits = state["refit_history"]
+    save_model(model, out_dir, len(refits))
     return TrainResult(model, state["best_epoch"], state["history"], train_config, refits)
 
 
@@ -409,7 +409,7 @@ def _refit(run: _Run, data: SequenceData, state: dict[str, Any]) -> None:
     epochs on `data.refit_sequences()` at the best epoch's rate, checkpointing each (a resumed
     run continues the refit: the best weights are loaded only before its first epoch)."""
     config, scheduler = run.config, run.scheduler
-    done = state.setdefault("refit_epochs", 0)
+    done = len(state.setdefault("refit_history", []))  # a checkpoint from before refits: none
     if done > config.refit_epochs:
         raise ValueError(
             f"{run.checkpoint}: holds {done} refit epochs, more than train.refit_epochs="
@@ -427,8 +427,7 @@ def _refit(run: _Run, data: SequenceData, state: dict[str, Any]) -> None:
     for refit in range(done + 1, config.refit_epochs + 1):
         # Numbered on from the main epochs: the window order is seeded by the number.
         row = {**run.train_epoch(sequences, state["epoch"] + refit), "refit_epoch": refit}
-        state.setdefault("refit_history", []).append(row)
-        state["refit_epochs"] = refit
+        state["refit_history"].append(row)
         run.finish_epoch(
             state, row, f"refit epoch {refit}, validation items included: loss {row['loss']:.4f}"
         )
