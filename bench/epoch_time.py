@@ -6,9 +6,11 @@ width or threads goes into a full `bench_model.py` run. Run it on a quiet machin
         --threads 1,2 --variant base: --variant b256:train.batch_size=256
 
 Each variant is `NAME:key=value,...` on top of params.yaml and `--set` (as in sweep.py). Each
-(variant, threads) trains `--epochs` epochs from scratch; the row is the median epoch."""
+(variant, threads, chunk) trains `--epochs` epochs from scratch; the row is the median epoch.
+`--chunk-logits` compares sizes of the fused loss's chunks (`lite_rec.model.CHUNK_LOGITS`)."""
 
 import argparse
+import itertools
 import json
 import statistics
 import tempfile
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from sweep import parse_variant  # also sets the OpenMP and offline environment
 
+import lite_rec.model
 from lite_rec.config import PROJECT_ROOT, load_config
 from lite_rec.evaluate import evaluate
 from lite_rec.item_embeddings import item_embeddings
@@ -30,6 +33,11 @@ def main() -> None:
     parser.add_argument("--variant", type=parse_variant, action="append", required=True)
     parser.add_argument("--threads", default="1,2", help="torch thread counts, comma-separated")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run (median taken)")
+    parser.add_argument(
+        "--chunk-logits",
+        default=str(lite_rec.model.CHUNK_LOGITS),
+        help="logits per chunk of the fused loss, comma-separated (default: the library's)",
+    )
     parser.add_argument("--set", action="append", default=[], help="override for every variant")
     parser.add_argument("--cache", type=Path, default=PROJECT_ROOT / "cache/item_embeddings")
     parser.add_argument("--out", type=Path, help="also write the rows here as JSON")
@@ -42,7 +50,10 @@ def main() -> None:
         embeddings = None
         if "text" in config.model.item_repr:
             embeddings, _ = item_embeddings(data.items, config.item_llm, args.cache)
-        for threads in [int(t) for t in args.threads.split(",")]:
+        thread_counts = [int(t) for t in args.threads.split(",")]
+        chunks = [int(c) for c in args.chunk_logits.split(",")]
+        for threads, chunk in itertools.product(thread_counts, chunks):
+            lite_rec.model.CHUNK_LOGITS = chunk
             config.train.threads, config.train.epochs = threads, args.epochs
             config.train.patience = args.epochs + 1
             with tempfile.TemporaryDirectory() as out:
@@ -51,10 +62,11 @@ def main() -> None:
             evaluate(result.model, data, "valid", config.train.eval_batch_size)
             valid_s = time.perf_counter() - started
             epoch_s = statistics.median(row["seconds"] for row in result.history)
-            row = {"variant": name, "changes": changes, "threads": threads, "epoch_s": epoch_s}
+            row = {"variant": name, "changes": changes, "threads": threads, "chunk_logits": chunk}
+            row["epoch_s"] = epoch_s
             rows.append(row | {"valid_s": valid_s, "train_s": epoch_s - valid_s})
             print(
-                f"{name} threads={threads}: {epoch_s:.1f} s per epoch "
+                f"{name} threads={threads} chunk_logits={chunk}: {epoch_s:.1f} s per epoch "
                 f"(validation {valid_s:.1f} s, training steps {epoch_s - valid_s:.1f} s)",
                 flush=True,
             )

@@ -33,7 +33,7 @@ def test_sparse_sets_each_key_left_at_its_default_and_is_idempotent():
     # lr_decay_patience was chosen (2 is not its default 3): it stays.
     assert (train_config.lr_decay, train_config.lr_decay_patience) == (0.5, 2)
     assert train_config.min_delta == SPARSE_RECIPE["train"]["min_delta"]
-    assert train_config.refit_epochs == 2
+    assert (train_config.refit_epochs, train_config.patience) == (2, 3)
     assert train_config.recipe == "sparse"
     assert apply_recipe(model, train_config, data) == (model, train_config)
     untouched = ModelConfig(num_heads=4)
