@@ -27,8 +27,8 @@ POSITIONS = ("start", "end")
 
 
 # Logits per chunk of the fused output loss (16 MB of float32). Fewer, taller matrix products:
-# a Beauty epoch on 2 cores took 15% less than with the 4 MB chunks that fit in cache
-# (bench/results/step_profile/beauty_epoch_time_chunks.json).
+# a Beauty text+id epoch on 2 cores took 15-19% less than with the 4 MB chunks that fit in
+# cache, id only 3% (bench/results/step_profile/beauty_epoch_time_chunks.json).
 CHUNK_LOGITS = 1 << 22
 
 

@@ -12,8 +12,10 @@ Beauty's test Recall@10 from 0.0960 / 0.0971 to 0.1025 / 0.0998 (seeds 42 / 1) a
 (replayed on the recorded histories of 27 Beauty and Toys runs, `bench/patience_replay.py`) runs 3.8
 fewer epochs on average, at least 2, keeps the same best epoch in 17 of them and gives up 0.00007
 validation NDCG@10 on average (at most 0.0004): with the rate halved every bad epoch, the 4th and
-5th bad epochs run at 1/8 and 1/16 of the best epoch's rate. On ml-latest-small (610 users, 146
-items per training history) dropout, positions and decay cut test Recall@10 from 0.128 to 0.066:
+5th bad epochs run at 1/8 and 1/16 of the best epoch's rate. Beauty with it (and the larger loss
+chunks; `bench_model.py`, session 10): text+id 0.1022 / 0.0610, id 0.0934 / 0.0577 against 0.1025 /
+0.0610 and 0.0932 / 0.0576 with patience 5, in two fewer epochs each. On ml-latest-small (610 users,
+146 items per training history) dropout, positions and decay cut test Recall@10 from 0.128 to 0.066:
 dropout 0.5 underfits its long histories (0.089 without the decay), and the decay halves the rate on
 noise, since one epoch's change in a 610-user validation score is mostly noise (0.085 against 0.123
 without it, both at dropout 0.3 with end positions, 4 heads and an item bias).
