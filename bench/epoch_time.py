@@ -62,9 +62,17 @@ def main() -> None:
             evaluate(result.model, data, "valid", config.train.eval_batch_size)
             valid_s = time.perf_counter() - started
             epoch_s = statistics.median(row["seconds"] for row in result.history)
-            row = {"variant": name, "changes": changes, "threads": threads, "chunk_logits": chunk}
-            row["epoch_s"] = epoch_s
-            rows.append(row | {"valid_s": valid_s, "train_s": epoch_s - valid_s})
+            rows.append(
+                {
+                    "variant": name,
+                    "changes": changes,
+                    "threads": threads,
+                    "chunk_logits": chunk,
+                    "epoch_s": epoch_s,
+                    "valid_s": valid_s,
+                    "train_s": epoch_s - valid_s,
+                }
+            )
             print(
                 f"{name} threads={threads} chunk_logits={chunk}: {epoch_s:.1f} s per epoch "
                 f"(validation {valid_s:.1f} s, training steps {epoch_s - valid_s:.1f} s)",

@@ -13,12 +13,16 @@ import argparse
 import json
 from pathlib import Path
 
+from lite_rec.config import TrainConfig
+from lite_rec.train import is_better
+
 
 def replay(scores: list[float], patience: int, min_delta: float) -> tuple[int, int]:
     """(epochs run, best epoch), 1-based, as `lite_rec.train` decides on validation scores."""
+    config = TrainConfig(min_delta=min_delta)
     best_epoch, best, bad = 0, float("-inf"), 0
     for epoch, score in enumerate(scores, start=1):
-        if score > best + min_delta:
+        if is_better(score, best, config):
             best_epoch, best, bad = epoch, score, 0
         else:
             bad += 1

@@ -1,5 +1,5 @@
 """`bench/sweep.py`: variants trained side by side, each scored, a broken one named; and
-`bench/step_profile.py`."""
+`bench/step_profile.py` and `bench/patience_replay.py`."""
 
 import json
 import statistics
@@ -105,3 +105,32 @@ def test_step_profile_times_each_batch_size_and_names_the_loss(tmp_path) -> None
     )
     assert sampled.returncode == 0, sampled.stderr[-2000:]  # the step trains as train() does:
     assert "median step" in sampled.stdout and "LinearCrossEntropy" not in sampled.stdout
+
+
+def _recorded_run(path, scores: list[float]):
+    """A sweep results.json with one run whose validation NDCG@10 per epoch is `scores`."""
+    history = [{"epoch": e, "valid_ndcg@10": v} for e, v in enumerate(scores, start=1)]
+    path.write_text(json.dumps({"rows": [{"variant": "v", "seed": 1, "history": history}]}))
+    return str(path)
+
+
+def test_patience_replay_stops_where_training_would_and_refuses_a_wrong_record(tmp_path) -> None:
+    # Recorded with patience 3, min_delta 0.005: 0.26 beats 0.25 by 0.01, so epoch 5 is the best
+    # and epochs 6-8 are the three bad ones that stopped it.
+    run = _recorded_run(tmp_path / "results.json", [0.1, 0.2, 0.25, 0.24, 0.26, 0.2, 0.2, 0.2])
+    common = (run, "--recorded", "3", "--min-delta", "0.005")
+    done = run_bench_script("patience_replay.py", *common, "--patience", "1,2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    # Patience 1 stops at the first bad epoch (4), keeping epoch 3: 0.26 - 0.25 given up;
+    # patience 2 survives epoch 4, reaches epoch 5 and stops at 7.
+    assert "| 8 (5), 0.2600 | 4 (3), 0.0100 | 7 (5), 0.0000 |" in done.stdout
+    assert "patience 1: 4 epochs fewer over 1 runs" in done.stdout
+    # With min_delta 0.02, 0.26 is no better than 0.25: a patience-3 run would have stopped
+    # at epoch 6, so these are not the recorded settings.
+    wrong = run_bench_script(
+        "patience_replay.py", run, "--recorded", "3", "--min-delta", "0.02", "--patience", "2"
+    )
+    assert wrong.returncode == 1
+    assert "ran 8 epochs, but patience 3 with min_delta 0.02 stops it at 6" in wrong.stderr
+    longer = run_bench_script("patience_replay.py", *common, "--patience", "4")
+    assert longer.returncode == 2 and "at most the recorded patience 3" in longer.stderr
