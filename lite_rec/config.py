@@ -55,6 +55,10 @@ class ModelConfig:
     # centred rows' mean norm), so the frozen Item LLM's few dominant directions do not drown the
     # rest; part of train.recipe=sparse.
     whiten_text: bool = False
+    # Keep the text table's `text_dim` directions of largest variance (PCA; with whiten_text,
+    # whitened), 0: every dimension of the Item LLM. Fewer make the text projection, which runs
+    # over the whole catalog every step, proportionally cheaper.
+    text_dim: int = 0
     # Fine-tune the Item LLM's last `finetune_layers` layers jointly (see lite_rec.item_tower);
     # each step re-encodes at most `finetune_items_per_step` of its batch's items (0: all).
     finetune_item_llm: bool = False

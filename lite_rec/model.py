@@ -59,24 +59,24 @@ class LinearCrossEntropy(torch.autograd.Function):
             rows = slice(start, start + chunk)
             row_targets = targets[rows].unsqueeze(1)  # (C, 1)
             logits = F.linear(users[rows], weights, bias)  # (C, n)
-            row_max = logits.amax(dim=1, keepdim=True)  # (C, 1)
-            target_term = logits.gather(1, row_targets)  # (C, 1)
-            if smoothing:
+            target_logits = logits.gather(1, row_targets)  # (C, 1)
+            # One fused kernel that works row by row in cache, where max, subtract, exp, sum and
+            # divide each went over the whole chunk.
+            probs = torch.softmax(logits, dim=1)  # (C, n)
+            total += (_log_sum_exp(logits, probs, target_logits, row_targets) - target_logits).sum()
+            if smoothing:  # (1 - s) z_target + s mean(z) stands for the target's logit
                 mean_logits = (users[rows] @ mean_weight).unsqueeze(1) + mean_bias  # (C, 1)
-                target_term = (1.0 - smoothing) * target_term + smoothing * mean_logits
-            probs = logits.sub_(row_max).exp_()  # unnormalised softmax, in place
-            sums = probs.sum(dim=1, keepdim=True)  # (C, 1)
-            total += (sums.log() + row_max - target_term).sum()
+                total += smoothing * (target_logits - mean_logits).sum()
             if not with_grad:
                 continue
-            # d mean(loss) / d logits = (softmax - (1 - s) one_hot - s / n) / n_rows in one
-            # pass over the chunk, but for the smoothing's -s / n (added after the loop).
-            d_logits = probs.div_(sums * n_rows)
-            d_logits.scatter_add_(1, row_targets, torch.full_like(sums, (smoothing - 1.0) / n_rows))
-            d_users[rows] = d_logits @ weights  # (C, d)
-            d_weights.addmm_(d_logits.T, users[rows])  # (n, d)
+            # d mean(loss) / d logits = (softmax - (1 - s) one_hot - s / n) / n_rows; the
+            # 1 / n_rows goes into the products, the -s / n after the loop.
+            one_hot = torch.full_like(target_logits, smoothing - 1.0)  # (C, 1)
+            d_logits = probs.scatter_add_(1, row_targets, one_hot)  # (C, n)
+            d_users[rows] = (d_logits @ weights).div_(n_rows)  # (C, d)
+            d_weights.addmm_(d_logits.T, users[rows], alpha=1.0 / n_rows)  # (n, d)
             if d_bias is not None:
-                d_bias += d_logits.sum(0)
+                d_bias += d_logits.sum(0).div_(n_rows)
         if with_grad and smoothing:  # the -s / (n * n_rows) on every logit
             d_users -= (smoothing / n_rows) * mean_weight
             d_weights -= (smoothing / (n_items * n_rows)) * users.sum(0)
@@ -94,6 +94,20 @@ class LinearCrossEntropy(torch.autograd.Function):
         return d_users * grad, d_weights * grad, d_bias, None, None, None
 
 
+def _log_sum_exp(
+    logits: torch.Tensor, probs: torch.Tensor, target_logits: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """log(sum(exp(logits))) per row, read off the softmax: z_t - log(p_t), exact but for
+    rounding while the target's probability is a normal float; rows where it underflows are
+    computed from their logits. (C, n), (C, n), (C, 1), (C, 1) -> (C, 1)"""
+    target_probs = probs.gather(1, targets)  # (C, 1)
+    lse = target_logits - target_probs.log()
+    small = (target_probs < torch.finfo(probs.dtype).tiny).squeeze(1)  # (C,)
+    if small.any():
+        lse[small] = torch.logsumexp(logits[small], dim=1, keepdim=True)
+    return lse
+
+
 def linear_cross_entropy(
     users: torch.Tensor,
     weights: torch.Tensor,
@@ -109,21 +123,43 @@ def linear_cross_entropy(
     return LinearCrossEntropy.apply(users, weights, bias, targets, label_smoothing, with_grad)
 
 
-def whitening(vectors: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+def whitening(
+    vectors: torch.Tensor, eps: float = 1e-6, dim: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """ZCA whitening of the rows of `vectors` (n, d) -> mean (d,), transform (d, d), such that
     (vectors - mean) @ transform has identity covariance up to one scale, chosen so that the
     whitened rows keep the centred rows' mean norm. Directions with variance below `eps` times
-    the largest (a catalog smaller than d) are scaled as if they had that variance."""
+    the largest (a catalog smaller than d) are scaled as if they had that variance.
+
+    `dim` < d: PCA whitening onto the `dim` directions of largest variance instead, largest
+    first -> transform (d, dim), same scale rule (BERT-whitening's dimension reduction)."""
+    mean, centred, variances, directions = _principal_axes(vectors)
+    scale = variances.clamp(min=eps * variances.max().clamp(min=1e-30)).rsqrt()  # (d,)
+    if dim is None or dim >= len(variances):
+        transform = directions @ torch.diag(scale) @ directions.T  # (d, d)
+    else:
+        transform = directions[:, :dim] * scale[:dim]  # (d, dim)
+    whitened_norm = (centred @ transform).norm(dim=1).mean()
+    transform = transform * (centred.norm(dim=1).mean() / whitened_norm.clamp(min=1e-30))
+    return mean.to(vectors.dtype), transform.to(vectors.dtype)
+
+
+def principal_components(vectors: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of `vectors` (n, d) centred and projected onto their `dim` directions of
+    largest variance, largest first, unscaled -> mean (d,), transform (d, dim)."""
+    mean, _, _, directions = _principal_axes(vectors)
+    return mean.to(vectors.dtype), directions[:, :dim].to(vectors.dtype)
+
+
+def _principal_axes(vectors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(n, d) -> mean (d,), centred rows (n, d), covariance eigenvalues (d,) and eigenvectors
+    (d, d columns), largest variance first; float64."""
     data = vectors.double()
     mean = data.mean(0)  # (d,)
     centred = data - mean  # (n, d)
     covariance = centred.T @ centred / max(len(data) - 1, 1)  # (d, d)
-    variances, directions = torch.linalg.eigh(covariance)  # (d,), (d, d)
-    scale = variances.clamp(min=eps * variances.max().clamp(min=1e-30)).rsqrt()  # (d,)
-    transform = directions @ torch.diag(scale) @ directions.T  # (d, d)
-    whitened_norm = (centred @ transform).norm(dim=1).mean()
-    transform = transform * (centred.norm(dim=1).mean() / whitened_norm.clamp(min=1e-30))
-    return mean.to(vectors.dtype), transform.to(vectors.dtype)
+    variances, directions = torch.linalg.eigh(covariance)  # ascending
+    return mean, centred, variances.flip(0), directions.flip(1)
 
 
 class ItemRepresentation(nn.Module):
@@ -146,12 +182,24 @@ class ItemRepresentation(nn.Module):
                     f"item ({n_items})"
                 )
             text = torch.as_tensor(np.asarray(text_embeddings, dtype=np.float32))
-            self.whiten_text = config.whiten_text
-            if self.whiten_text:
-                mean, transform = whitening(text)
-                self.register_buffer("text_mean", mean)  # (d_text,)
-                self.register_buffer("text_whitening", transform)  # (d_text, d_text)
-                text = self.whiten(text)
+            self.llm_dim = text.shape[1]  # the Item LLM's width
+            if not 0 <= config.text_dim <= self.llm_dim:
+                raise ValueError(
+                    f"model.text_dim: expected 0 (every dimension) to {self.llm_dim} (the Item "
+                    f"LLM's width), got {config.text_dim}"
+                )
+            reduce = 0 < config.text_dim < self.llm_dim
+            self.transform_text = config.whiten_text or reduce
+            if self.transform_text:
+                mean, transform = (
+                    whitening(text, dim=config.text_dim or None)
+                    if config.whiten_text
+                    else principal_components(text, config.text_dim)
+                )
+                self.register_buffer("text_mean", mean)  # (d_llm,)
+                # (d_llm, d_text): the name from when this was only the whitening
+                self.register_buffer("text_whitening", transform)
+                text = self.prepare_text(text)
             padded = torch.cat([torch.zeros(1, text.shape[1]), text])  # (n_items + 1, d_text)
             # A buffer, not a parameter: the Item LLM is frozen or fine-tuned by its own layers
             # (`attach_tower`), and saving the table with the weights makes a trained model
@@ -170,16 +218,17 @@ class ItemRepresentation(nn.Module):
         keeps the text table in step with its weights."""
         if not self.use_text:
             raise ValueError("model.finetune_item_llm needs item_repr text or text+id")
-        if tower.n_items != self.text.shape[0] - 1 or tower.dim != self.text.shape[1]:
+        if tower.n_items != self.text.shape[0] - 1 or tower.dim != self.llm_dim:
             raise ValueError(
                 f"the Item LLM tower gives {tower.n_items} x {tower.dim} vectors, the text table "
-                f"is {self.text.shape[0] - 1} x {self.text.shape[1]}"
+                f"was built from {self.text.shape[0] - 1} x {self.llm_dim}"
             )
         self.tower = tower
 
-    def whiten(self, text: torch.Tensor) -> torch.Tensor:
-        """Item LLM vectors (n, d_text) -> the rows the text table holds (whitened or as is)."""
-        if not self.whiten_text:
+    def prepare_text(self, text: torch.Tensor) -> torch.Tensor:
+        """Item LLM vectors (n, d_llm) -> the rows the text table holds (n, d_text): whitened
+        and/or reduced to `model.text_dim` principal components, or as they are."""
+        if not self.transform_text:
             return text
         return (text - self.text_mean) @ self.text_whitening  # (n, d_text)
 
@@ -187,7 +236,7 @@ class ItemRepresentation(nn.Module):
     def refresh(self) -> None:
         """Recompute the text table with the fine-tuned Item LLM (no-op when frozen)."""
         if self.tower is not None:
-            self.text[1:] = self.whiten(self.tower.embed_all())
+            self.text[1:] = self.prepare_text(self.tower.embed_all())
 
     def forward(self, batch: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """The table of all item representations, padding row first. -> (n_items + 1, d)
@@ -203,7 +252,7 @@ class ItemRepresentation(nn.Module):
                     [batch["input_ids"].flatten(), batch["target_ids"].flatten()]
                 )
                 fresh = self.tower.step_items(batch_items)  # (k,) item indices
-                text = text.index_copy(0, fresh + 1, self.whiten(self.tower(fresh)))
+                text = text.index_copy(0, fresh + 1, self.prepare_text(self.tower(fresh)))
             table = table + self.text_projection(text)  # (n_items + 1, d)
         if self.use_id:
             table = table + self.id_embedding.weight  # (n_items + 1, d)
@@ -348,7 +397,8 @@ class RecommendationLLM(nn.Module):
 
     @property
     def text_dim(self) -> int:
-        return self.items.text.shape[1] if self.items.use_text else 0
+        """The Item LLM's width (0 without text): what `load_model` rebuilds the table from."""
+        return self.items.llm_dim if self.items.use_text else 0
 
     def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Position of every slot of right-padded input_ids (B, T) -> (B, T): 0, 1, ... from

@@ -102,9 +102,16 @@ def test_finetuning_changes_the_item_table_and_the_saved_model_reloads(tmp_path,
     assert torch.equal(baseline.model.items.text[1:], torch.as_tensor(frozen))
 
 
-def test_a_whitened_table_stays_whitened_by_the_frozen_transform_while_fine_tuning(tiny_model):
+@pytest.mark.parametrize("text_dim", [0, 5])
+def test_a_whitened_table_stays_whitened_by_the_frozen_transform_while_fine_tuning(
+    tiny_model, text_dim
+):
+    """The fine-tuned vectors go through the transform computed once from the frozen ones, also
+    when it reduces them to `text_dim` principal directions."""
     data = titled_data()
-    item_llm, model_config, _ = configs(tiny_model, whiten_text=True, finetune_items_per_step=0)
+    item_llm, model_config, _ = configs(
+        tiny_model, whiten_text=True, text_dim=text_dim, finetune_items_per_step=0
+    )
     encoder = ItemEncoder(tiny_model, max_length=16)
     frozen = encoder.encode(texts(data), progress=False)
     items = ItemRepresentation(model_config, N_ITEMS, frozen.numpy())
@@ -112,7 +119,8 @@ def test_a_whitened_table_stays_whitened_by_the_frozen_transform_while_fine_tuni
     with torch.no_grad():
         items.tower.top.encoder.layer[0].output.dense.bias.add_(0.5)  # as if fine-tuned
     moved = items.tower.embed_all()
-    mean, transform = whitening(frozen)
+    mean, transform = whitening(frozen, dim=text_dim or None)
+    assert items.text.shape[1] == (text_dim or frozen.shape[1])
     items.refresh()
     torch.testing.assert_close(items.text[1:], (moved - mean) @ transform)
     batch = {"input_ids": torch.tensor([[3, 5]]), "target_ids": torch.tensor([[5, 1]])}

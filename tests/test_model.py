@@ -224,9 +224,37 @@ def test_whitened_text_table_is_centred_decorrelated_and_keeps_the_mean_norm():
     assert np.linalg.eigvalsh(matrix).min() > 0
 
 
-def test_whitening_travels_with_the_weights():
+@pytest.mark.parametrize("whiten", [False, True])
+def test_text_dim_keeps_the_directions_of_largest_variance(whiten):
+    """text_dim=3 of 6: each table column is the centred vectors' projection on one of the 3
+    top covariance eigenvectors, largest first (up to the eigenvector's sign), scaled to unit
+    variance times one constant that keeps the centred mean norm when whitened."""
+    model = tiny_model(text_dim=3, whiten_text=whiten)
+    table = model.items.text[1:].double().numpy()  # (n_items, 3)
+    assert table.shape == (N_ITEMS, 3) and model.text_dim == TEXT_DIM
+    centred = tiny_text().astype(np.float64) - tiny_text().astype(np.float64).mean(0)
+    variances, directions = np.linalg.eigh(np.cov(centred.T))  # ascending
+    expected = centred @ directions[:, ::-1][:, :3]  # (n_items, 3)
+    if whiten:
+        expected = expected / np.sqrt(variances[::-1][:3])
+        scale = np.linalg.norm(centred, axis=1).mean() / np.linalg.norm(expected, axis=1).mean()
+        expected = expected * scale
+    for column in range(3):
+        sign = np.sign(table[:, column] @ expected[:, column])
+        np.testing.assert_allclose(table[:, column], sign * expected[:, column], atol=1e-5)
+
+
+def test_text_dim_outside_the_item_llm_width_is_named():
+    with pytest.raises(ValueError, match=r"model.text_dim: expected 0 .* to 6 .* got 7"):
+        tiny_model(text_dim=7)
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"whiten_text": True}, {"text_dim": 4}, {"whiten_text": True, "text_dim": 4}]
+)
+def test_text_transform_travels_with_the_weights(overrides):
     """A model rebuilt around a placeholder table (as `load_model` does) scores the same."""
-    model = tiny_model(whiten_text=True)
+    model = tiny_model(**overrides)
     placeholder = np.zeros((N_ITEMS, TEXT_DIM), np.float32)
     rebuilt = RecommendationLLM(model.config, N_ITEMS, placeholder).eval()
     rebuilt.load_state_dict(model.state_dict())
@@ -247,10 +275,15 @@ def test_bad_configs_are_named():
 
 
 @pytest.mark.parametrize(("with_bias", "smoothing"), [(False, 0.0), (True, 0.0), (True, 0.2)])
-def test_fused_linear_cross_entropy_matches_autograd_reference(with_bias, smoothing, monkeypatch):
+@pytest.mark.parametrize("scale", [1.0, 60.0])
+def test_fused_linear_cross_entropy_matches_autograd_reference(
+    with_bias, smoothing, scale, monkeypatch
+):
+    """scale 60: logits hundreds apart, so most targets' softmax probabilities underflow to 0
+    and the log-sum-exp must come from the logits, not from the target's probability."""
     monkeypatch.setattr("lite_rec.model.CHUNK_LOGITS", 3 * 50)  # several chunks of 3 rows
     generator = torch.Generator().manual_seed(0)
-    users = torch.randn(10, 4, generator=generator, requires_grad=True)
+    users = (scale * torch.randn(10, 4, generator=generator)).requires_grad_()
     weights = torch.randn(50, 4, generator=generator, requires_grad=True)
     bias = torch.randn(50, generator=generator, requires_grad=True) if with_bias else None
     targets = torch.randint(0, 50, (10,), generator=generator)

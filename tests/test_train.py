@@ -314,6 +314,17 @@ def test_strategies_losses_and_item_representations_run(tmp_path, item_repr, str
     torch.testing.assert_close(reloaded.score(histories[:5]), result.model.score(histories[:5]))
 
 
+def test_a_model_with_a_reduced_whitened_text_table_reloads_and_scores_the_same(tmp_path):
+    data = cyclic_data(**DATA)
+    model_config, train_config = small_configs(epochs=2)
+    model_config = dataclasses.replace(model_config, whiten_text=True, text_dim=3)
+    result = train(data, text_embeddings(), model_config, train_config, tmp_path, progress=False)
+    reloaded = load_model(tmp_path)
+    assert reloaded.items.text.shape == (21, 3)
+    histories, _ = data.histories_and_targets("test")
+    torch.testing.assert_close(reloaded.score(histories[:5]), result.model.score(histories[:5]))
+
+
 def test_early_stopping_keeps_best_epoch(tmp_path):
     data = cyclic_data(**DATA)
     model_config, train_config = small_configs(epochs=30, patience=1, lr=0.05)
