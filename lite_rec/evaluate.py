@@ -20,6 +20,9 @@ def _length_batches(histories: Sequence[np.ndarray], batch_size: int) -> Iterato
         yield order[start : start + batch_size]
 
 
+# Evaluation and recommendation run under inference mode: no autograd bookkeeping at all, not
+# even the version counters no_grad keeps. Their tensors never reach training.
+@torch.inference_mode()
 def evaluate(
     model: RecommendationLLM, data: SequenceData, split: str, batch_size: int = 1024
 ) -> dict[str, float]:
@@ -36,6 +39,7 @@ def evaluate(
     return ranking_metrics(ranks)
 
 
+@torch.inference_mode()
 def recommend(
     model: RecommendationLLM,
     history_item_indices: Sequence[int] | Sequence[np.ndarray],

@@ -102,7 +102,7 @@ def validation_metrics(model_uri: str, data: SequenceData) -> dict[str, float]:
     for start in range(0, len(known), 1024):
         users = known[start : start + 1024]
         batch = [histories[u].astype(np.int64) for u in users]
-        with torch.no_grad():
+        with torch.inference_mode():
             scores = model.score(batch)  # (B, n_items)
             exclude_history_(scores, batch, keep=torch.from_numpy(targets[users]))
             ranks[users] = target_ranks(scores, torch.from_numpy(targets[users])).cpu().numpy()
