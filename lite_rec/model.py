@@ -396,8 +396,9 @@ class RecommendationLLM(nn.Module):
         return next(self.parameters()).device
 
     @property
-    def text_dim(self) -> int:
-        """The Item LLM's width (0 without text): what `load_model` rebuilds the table from."""
+    def item_llm_dim(self) -> int:
+        """The Item LLM's width (0 without text): what `load_model` rebuilds the table from,
+        not `model.text_dim`, the width the table keeps."""
         return self.items.llm_dim if self.items.use_text else 0
 
     def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:

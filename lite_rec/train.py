@@ -441,7 +441,7 @@ def save_model(model: RecommendationLLM, out_dir: str | Path, refit_epochs: int 
     description = {
         "model": dataclasses.asdict(model.config),
         "n_items": model.n_items,
-        "text_dim": model.text_dim,
+        "text_dim": model.item_llm_dim,  # the key's name predates model.text_dim
         "refit_epochs": refit_epochs,
     }
     (out_dir / MODEL_CONFIG_FILE).write_text(json.dumps(description, indent=2) + "\n")

@@ -231,7 +231,7 @@ def test_text_dim_keeps_the_directions_of_largest_variance(whiten):
     variance times one constant that keeps the centred mean norm when whitened."""
     model = tiny_model(text_dim=3, whiten_text=whiten)
     table = model.items.text[1:].double().numpy()  # (n_items, 3)
-    assert table.shape == (N_ITEMS, 3) and model.text_dim == TEXT_DIM
+    assert table.shape == (N_ITEMS, 3) and model.item_llm_dim == TEXT_DIM
     centred = tiny_text().astype(np.float64) - tiny_text().astype(np.float64).mean(0)
     variances, directions = np.linalg.eigh(np.cov(centred.T))  # ascending
     expected = centred @ directions[:, ::-1][:, :3]  # (n_items, 3)
