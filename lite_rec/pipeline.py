@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,16 +18,36 @@ import yaml
 
 from lite_rec.config import Config
 from lite_rec.evaluate import evaluate
+from lite_rec.outputs import OutputError, staged_output
 from lite_rec.plots import learning_curve, metrics_table
 from lite_rec.recipe import apply_recipe
 from lite_rec.sequences import SequenceData
-from lite_rec.serving import write_catalog
+from lite_rec.serving import CATALOG_FILE, write_catalog
 from lite_rec.tracking import Tracking, log_metrics, log_pyfunc
-from lite_rec.train import TrainResult, load_model, train, trained_on_validation_items
+from lite_rec.train import (
+    CHECKPOINT_FILE,
+    MODEL_CONFIG_FILE,
+    MODEL_FILE,
+    TrainResult,
+    load_model,
+    train,
+    trained_on_validation_items,
+)
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "mlflow_run.json"
+# Everything `train_rec_model` writes into a model folder.
+MODEL_DIR_FILES = (
+    MODEL_FILE,
+    MODEL_CONFIG_FILE,
+    CHECKPOINT_FILE,
+    CATALOG_FILE,
+    RUN_FILE,
+    "history.json",
+    "config.yaml",
+    "learning_curve.png",
+)
 
 
 @dataclass
@@ -55,8 +76,12 @@ def train_rec_model(
     model_config, train_config = apply_recipe(config.model, config.train, data)
     config = dataclasses.replace(config, model=model_config, train=train_config)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tracking.run(name=f"lite-rec {config.model.item_repr}") as run:
+    with (
+        staged_output(out_dir, "model", MODEL_DIR_FILES, keep_partial=True) as staging,
+        tracking.run(name=f"lite-rec {config.model.item_repr}") as run,
+    ):
+        _resume_from_finished(out_dir, staging)
+        model_dir = staging
         mlflow.log_params(config.flat())
         mlflow.log_params({"data.users": len(data.user_ids), "data.items": data.n_items})
         mlflow.log_text(yaml.safe_dump(config.to_dict()), "config.yaml")
@@ -72,7 +97,7 @@ def train_rec_model(
             text_embeddings,
             config.model,
             config.train,
-            out_dir,
+            model_dir,
             progress=progress,
             on_epoch_end=log_epoch,
             item_llm=config.item_llm,
@@ -80,12 +105,12 @@ def train_rec_model(
         valid = held_out_validation(result, data)
         log_metrics(valid, prefix="valid_")
         mlflow.log_metric("best_epoch", result.best_epoch)
-        write_catalog(data, out_dir)
-        (out_dir / "history.json").write_text(json.dumps(result.history, indent=1))
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
-        mlflow.log_artifact(str(learning_curve(result.history, out_dir / "learning_curve.png")))
-        info = log_pyfunc(out_dir)
-        (out_dir / RUN_FILE).write_text(
+        write_catalog(data, model_dir)
+        (model_dir / "history.json").write_text(json.dumps(result.history, indent=1))
+        (model_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
+        mlflow.log_artifact(str(learning_curve(result.history, model_dir / "learning_curve.png")))
+        info = log_pyfunc(model_dir)
+        (model_dir / RUN_FILE).write_text(
             json.dumps({"run_id": run.info.run_id, "tracking_uri": tracking.resolved_uri})
         )
     seconds = sum(row["seconds"] for row in result.history + result.refit_history)
@@ -102,6 +127,14 @@ def train_rec_model(
     )
 
 
+def _resume_from_finished(out_dir: Path, staging: Path) -> None:
+    """A rerun of a finished training resumes from its last checkpoint, as a crashed one
+    resumes from the partial folder: the new model folder starts from a copy of it."""
+    finished = out_dir / CHECKPOINT_FILE
+    if finished.is_file() and not (staging / CHECKPOINT_FILE).exists():
+        shutil.copy2(finished, staging / CHECKPOINT_FILE)
+
+
 def held_out_validation(result: TrainResult, data: SequenceData) -> dict[str, float]:
     """The trained model's validation metrics; after refit epochs (`train.refit_epochs`), which
     trained on the validation items, those of the best epoch, the last model they held out."""
@@ -109,6 +142,22 @@ def held_out_validation(result: TrainResult, data: SequenceData) -> dict[str, fl
         return evaluate(result.model, data, "valid", result.train_config.eval_batch_size)
     best = result.history[result.best_epoch - 1]
     return {k.removeprefix("valid_"): v for k, v in best.items() if k.startswith("valid_")}
+
+
+def check_metrics_file(path: str | Path) -> None:
+    """Refuse to overwrite a file that is not a metrics table `evaluate` wrote."""
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        written = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        written = None
+    if not isinstance(written, dict) or not all("@" in key or key == "mrr" for key in written):
+        raise OutputError(
+            f"--out {path}: exists and is not a metrics file lite-rec wrote; expected a new "
+            "path or one `lite-rec evaluate` wrote. Nothing was changed"
+        )
 
 
 def evaluate_rec_model(

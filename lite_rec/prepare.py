@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +13,7 @@ import pandas as pd
 from lite_rec.errors import InputError
 from lite_rec.ingest import RawDataset, read_dataset
 from lite_rec.kcore import kcore_filter
+from lite_rec.outputs import MARKER_FILE, check_output_dir, staged_output
 from lite_rec.sequences import INTERACTIONS_FILE, ITEMS_FILE, STATS_FILE
 from lite_rec.split import leave_one_out_split
 from lite_rec.stats import dataset_stats
@@ -62,33 +60,26 @@ def process(raw: RawDataset, k: int) -> Processed:
     return Processed(items_in(raw.items, splits), splits, dataset_stats(splits))
 
 
-def write_processed(processed: Processed, out_dir: str | Path) -> Path:
-    """Write into a temporary sibling directory, then swap it in: a failure never leaves a
-    half-written `out_dir`."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+PREPARED_FILES = (ITEMS_FILE, INTERACTIONS_FILE, STATS_FILE)
+
+
+def write_processed(
+    processed: Processed, out_dir: str | Path, sources: tuple[str | Path, ...] = ()
+) -> Path:
+    """Write into a temporary sibling folder, then swap it in: a failure never leaves a
+    half-written `out_dir`, and a folder lite-rec did not write is refused, not replaced."""
+    with staged_output(out_dir, "prepared", PREPARED_FILES, sources) as staging:
         processed.items.to_parquet(staging / ITEMS_FILE, index=False)
         processed.interactions.reset_index(drop=True).to_parquet(
             staging / INTERACTIONS_FILE, index=False
         )
         (staging / STATS_FILE).write_text(json.dumps(processed.stats, indent=2) + "\n")
-        if out_dir.exists():
-            retired = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(retired, ignore_errors=True)
-            os.replace(out_dir, retired)
-            os.replace(staging, out_dir)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out_dir
+    return Path(out_dir)
 
 
 def prepare(source: str | Path, out_dir: str | Path, fmt: str = "auto", k: int = 5) -> Processed:
     """`lite-rec prepare`: read `source`, check it, filter, split and write `out_dir`."""
+    check_output_dir(out_dir, "prepared", (*PREPARED_FILES, MARKER_FILE), [source])
     raw = read_dataset(source, fmt)
     log.info(
         "read %s (%s): %d interactions, %d items",
@@ -98,6 +89,6 @@ def prepare(source: str | Path, out_dir: str | Path, fmt: str = "auto", k: int =
         len(raw.items),
     )
     processed = process(raw, k)
-    write_processed(processed, out_dir)
+    write_processed(processed, out_dir, (source,))
     log.info("wrote %s: %s", out_dir, processed.stats)
     return processed

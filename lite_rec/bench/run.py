@@ -37,6 +37,7 @@ from lite_rec.bench.report import log_bench, model_sizes, plot_results, results_
 from lite_rec.config import PROJECT_ROOT, Config
 from lite_rec.item_embeddings import item_embeddings
 from lite_rec.item_quality import genre_neighbour_agreement, item_genres
+from lite_rec.outputs import OutputError, write_file_atomically
 from lite_rec.prepare import prepare
 from lite_rec.sequences import load_sequences
 
@@ -289,6 +290,8 @@ def run_bench(
     from transformers import BertModel, GPT2Model, T5ForConditionalGeneration  # noqa: F401
 
     out_dir, work_dir = Path(out_dir), Path(work_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out {out_dir}: exists and is not a folder; expected a folder path")
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "command": command,
@@ -318,8 +321,8 @@ def run_bench(
 
     def write_results() -> None:
         # Rewritten after every model, so a run stopped part-way keeps what it measured.
-        (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-        (out_dir / "results.md").write_text(results_markdown(results))
+        write_file_atomically(out_dir / "results.json", json.dumps(results, indent=1) + "\n")
+        write_file_atomically(out_dir / "results.md", results_markdown(results))
 
     def store(label: str, section: dict[str, Any]) -> None:
         results["datasets"][label] = section
