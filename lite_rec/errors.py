@@ -1,5 +1,5 @@
-"""Errors a person can act on: each names the file, the line or row, the column and what was
-expected."""
+"""Errors a person can act on: each is one line naming the file, the line or row, the column
+and what was expected."""
 
 from __future__ import annotations
 
@@ -34,5 +34,5 @@ class InputError(ValueError):
             where += f", column {column!r}"
         message = f"{where}: {expected}"
         if self.rows:
-            message += "\n  offending rows: " + "; ".join(str(row) for row in self.rows[:5])
+            message += "; offending rows: " + "; ".join(str(row) for row in self.rows[:5])
         super().__init__(message)

@@ -1,20 +1,25 @@
 """The Item LLM: item text -> one vector per item, cached on disk by text hash.
 
+The cache keeps one folder per model setting; each chunk of encoded texts is one `.npz` file
+(text hashes and their vectors) written atomically, so a killed run keeps every whole chunk.
+
 `item_embeddings` is the pipeline step; `ItemEncoder` is the torch module it uses, which the
 training code can also fine-tune jointly with the Recommendation LLM.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import string
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -39,6 +44,13 @@ POOLINGS = ("mean", "cls", "max")
 EMBEDDINGS_FILE = "item_embeddings.npy"
 ITEM_IDS_FILE = "item_ids.json"
 REPORT_FILE = "report.json"
+# Encoded vectors reach the cache this many at a time: a killed run loses at most one chunk.
+CHUNK_SIZE = 1024
+# A chunk's temporary file older than this belongs to a killed run, never to a live writer.
+STALE_TEMPORARY_SECONDS = 3600
+ZIP_MAGIC = b"PK\x03\x04"  # how every .npz file starts
+
+log = logging.getLogger(__name__)
 
 
 def _field_value(value: object) -> str:
@@ -233,12 +245,14 @@ class EmbeddingReport:
 
 
 def _write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Readers see the old file or the new one, never half of one."""
+    """Readers see the old file or the new one, never half of one, even after a power loss."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
         temporary = Path(f.name)
         try:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())
         except BaseException:
             f.close()
             temporary.unlink()
@@ -246,56 +260,142 @@ def _write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     os.replace(temporary, path)
 
 
-def _cache_file(cache_dir: Path, config: ItemLLMConfig) -> Path:
+def _cache_folder(cache_dir: Path, config: ItemLLMConfig) -> Path:
+    """One folder per model setting, holding chunk files of (text hashes, vectors)."""
     settings = f"{config.model}|{config.pooling}|{config.max_length}|{config.normalize}"
     digest = hashlib.sha256(settings.encode()).hexdigest()[:16]
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.model).strip("_")[-60:]
-    return cache_dir / f"{slug}-{digest}.npz"
+    return cache_dir / f"{slug}-{digest}"
 
 
-def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(hashes (m,), vectors (m, d)) of every text this model setting has encoded."""
-    if not path.is_file():
-        return np.empty(0, dtype="<U64"), np.empty((0, 0), dtype=np.float32)
-    with np.load(path, allow_pickle=False) as cache:
-        return cache["hashes"], cache["vectors"]
+def _cache_files(folder: Path) -> list[Path]:
+    """The chunks in `folder`, after `<folder>.npz`: the single-file cache format, still read."""
+    single_file = folder.with_name(f"{folder.name}.npz")
+    chunks = sorted(folder.glob("*.npz")) if folder.is_dir() else []
+    return ([single_file] if single_file.is_file() else []) + chunks
 
 
-def _write_cache(path: Path, hashes: np.ndarray, vectors: np.ndarray) -> None:
-    # One file holds both arrays so a reader never pairs hashes with another run's vectors.
-    _write_atomically(path, lambda f: np.savez(f, hashes=hashes, vectors=vectors))
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Half-written chunks of runs that were killed; a live writer's is younger than this."""
+    if not folder.is_dir():
+        return
+    for path in folder.glob(".*.npz.*"):
+        with contextlib.suppress(FileNotFoundError):  # renamed into place meanwhile
+            if time.time() - path.stat().st_mtime > STALE_TEMPORARY_SECONDS:
+                path.unlink()
+
+
+def _read_chunk(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes (m,), vectors (m, d)) of one cache file; ValueError saying why when the file is
+    not one (truncated, garbage, or arrays that do not pair)."""
+    with path.open("rb") as file:
+        start = file.read(len(ZIP_MAGIC))
+        if start != ZIP_MAGIC:
+            raise ValueError(f"not an .npz archive: starts with {start!r}, not {ZIP_MAGIC!r}")
+        file.seek(0)
+        try:
+            archive = np.load(file, allow_pickle=False)
+            hashes, vectors = archive["hashes"], archive["vectors"]
+        except Exception as error:  # every way a file can fail to parse means the same here
+            raise ValueError(f"{type(error).__name__}: {error}") from error
+    if hashes.ndim != 1 or hashes.dtype.kind != "U":
+        raise ValueError(f"hashes must be a 1-D string array, got {hashes.dtype} {hashes.shape}")
+    if vectors.dtype != np.float32 or vectors.ndim != 2 or len(vectors) != len(hashes):
+        raise ValueError(
+            f"vectors must be float32 ({len(hashes)}, d), got {vectors.dtype} {vectors.shape}"
+        )
+    return hashes, vectors
+
+
+def _set_aside(path: Path, reason: str) -> None:
+    """Move an unreadable cache file out of the readers' way as `<name>.corrupt`, so its items
+    are encoded again and the file stays for a person to inspect."""
+    aside = path.with_name(f"{path.name}.corrupt")
+    try:
+        os.replace(path, aside)
+        outcome = f"moved to {aside.name}"
+    except FileNotFoundError:
+        outcome = "already moved by another run"
+    except OSError as error:
+        outcome = f"left in place and ignored ({error.strerror})"
+    log.warning("item embedding cache file %s is unreadable (%s): %s", path, reason, outcome)
+
+
+def _read_cache(folder: Path, wanted: set[str]) -> dict[str, np.ndarray]:
+    """The cached vector (d,) of each text hash in `wanted` that this model setting has encoded.
+    Unreadable files are set aside, so the texts they held count as never seen."""
+    vector_of: dict[str, np.ndarray] = {}
+    dim = None
+    for path in _cache_files(folder):
+        try:
+            hashes, vectors = _read_chunk(path)
+            if dim is not None and vectors.shape[1] != dim:
+                raise ValueError(f"vectors of width {vectors.shape[1]}, the cache's are {dim}")
+        except FileNotFoundError:
+            continue  # set aside by a concurrent run after the listing
+        except ValueError as error:
+            _set_aside(path, str(error))
+            continue
+        dim = vectors.shape[1]
+        vector_of.update(
+            (digest, vectors[row]) for row, digest in enumerate(hashes.tolist()) if digest in wanted
+        )
+    return vector_of
+
+
+def _write_chunk(folder: Path, hashes: Sequence[str], vectors: np.ndarray) -> None:
+    # One file holds both arrays so a reader never pairs hashes with another run's vectors; it
+    # is named by its texts, so two runs writing the same chunk write the same file.
+    name = hashlib.sha256("".join(hashes).encode()).hexdigest()[:16]
+    arrays = {"hashes": np.array(hashes, dtype="<U64"), "vectors": vectors}
+    _write_atomically(folder / f"{name}.npz", lambda f: np.savez(f, **arrays))
+
+
+def _encode_chunks(
+    new_text: dict[str, str], config: ItemLLMConfig, chunk_size: int
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(hashes, vectors (c, d) float32) per chunk of about `chunk_size` texts, in whole batches.
+    Texts go longest first across all chunks, as `ItemEncoder.encode` orders one call's batches:
+    chunks cut the batches one call would, and the rest of a killed run is batched as before."""
+    encoder = ItemEncoder(config.model, config.pooling, config.max_length, config.normalize)
+    pending = sorted(new_text.items(), key=lambda pair: len(pair[1]), reverse=True)
+    per_chunk = max(1, chunk_size // config.batch_size) * config.batch_size
+    with tqdm(total=len(pending), desc="item embeddings", unit="item") as bar:
+        for start in range(0, len(pending), per_chunk):
+            chunk = pending[start : start + per_chunk]
+            vectors = encoder.encode([text for _, text in chunk], config.batch_size, progress=False)
+            yield [digest for digest, _ in chunk], vectors.detach().cpu().numpy().astype(np.float32)
+            bar.update(len(chunk))
 
 
 def item_embeddings(
-    items: pd.DataFrame, config: ItemLLMConfig, cache_dir: str | Path
+    items: pd.DataFrame, config: ItemLLMConfig, cache_dir: str | Path, chunk_size: int = CHUNK_SIZE
 ) -> tuple[np.ndarray, EmbeddingReport]:
     """(n_items, d) float32 Item LLM vectors in `items` row order. Only texts the cache has
-    not seen for this model setting are encoded; the model is not even loaded when none are."""
+    not seen for this model setting are encoded; the model is not even loaded when none are.
+    Each `chunk_size` encoded texts reach the cache as they are done, so a killed run's next
+    run encodes only what the last whole chunk had not reached."""
     start = time.perf_counter()
     texts = item_text(items, config.template)
     hashes = [hashlib.sha256(text.encode()).hexdigest() for text in texts]
-    path = _cache_file(Path(cache_dir), config)
-    cached_hashes, cached_vectors = _read_cache(path)
-    row_of = {digest: row for row, digest in enumerate(cached_hashes.tolist())}
+    folder = _cache_folder(Path(cache_dir), config)
+    _remove_stale_temporaries(folder)
+    vector_of = _read_cache(folder, set(hashes))
     new_text = {digest: text for digest, text in zip(hashes, texts, strict=True)}
-    new_text = {digest: text for digest, text in new_text.items() if digest not in row_of}
+    new_text = {digest: text for digest, text in new_text.items() if digest not in vector_of}
     if new_text:
-        encoder = ItemEncoder(config.model, config.pooling, config.max_length, config.normalize)
-        new_vectors = encoder.encode(list(new_text.values()), config.batch_size)
-        new_vectors = new_vectors.detach().cpu().numpy().astype(np.float32)  # (k, d)
-        if len(cached_hashes) == 0:
-            cached_vectors = np.empty((0, new_vectors.shape[1]), dtype=np.float32)
-        row_of.update({digest: len(row_of) + i for i, digest in enumerate(new_text)})
-        cached_hashes = np.concatenate([cached_hashes, np.array(list(new_text), dtype="<U64")])
-        cached_vectors = np.concatenate([cached_vectors, new_vectors])
-        _write_cache(path, cached_hashes, cached_vectors)
-    matrix = cached_vectors[[row_of[digest] for digest in hashes]].astype(np.float32)
+        for chunk_hashes, vectors in _encode_chunks(new_text, config, chunk_size):
+            _write_chunk(folder, chunk_hashes, vectors)
+            vector_of.update(zip(chunk_hashes, vectors, strict=True))
+    rows = [vector_of[digest] for digest in hashes]
+    dim = len(rows[0]) if rows else 0
+    matrix = np.stack(rows).astype(np.float32) if rows else np.empty((0, 0), np.float32)
     report = EmbeddingReport(
         encoded=len(new_text),
         reused=len(items) - len(new_text),
         seconds=time.perf_counter() - start,
         model=config.model,
-        dim=cached_vectors.shape[1],
+        dim=dim,
     )
     return matrix, report
 

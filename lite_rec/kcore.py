@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -12,20 +13,24 @@ log = logging.getLogger(__name__)
 
 def kcore_filter(interactions: pd.DataFrame, k: int = 5) -> pd.DataFrame:
     """Rows of `interactions` whose user and item both keep >= k interactions, source order
-    and index preserved."""
+    and index preserved.
+
+    Rows are selected by position, so any index works, including the sequence format's
+    `source_line`, which repeats along a user's line."""
     if k < 1:
         raise ValueError(f"k-core: expected k >= 1, got {k}")
-    keep = pd.Series(True, index=interactions.index)
+    users, user_ids = pd.factorize(interactions["user_id"], use_na_sentinel=False)
+    items, item_ids = pd.factorize(interactions["item_id"], use_na_sentinel=False)
+    keep = np.ones(len(interactions), dtype=bool)
     rounds = 0
     while True:
-        current = interactions[keep]
-        user_counts = current["user_id"].map(current["user_id"].value_counts())
-        item_counts = current["item_id"].map(current["item_id"].value_counts())
-        sparse = (user_counts < k) | (item_counts < k)
         rounds += 1
+        user_counts = np.bincount(users[keep], minlength=len(user_ids))
+        item_counts = np.bincount(items[keep], minlength=len(item_ids))
+        sparse = keep & ((user_counts[users] < k) | (item_counts[items] < k))
         if not sparse.any():
             break
-        keep[sparse[sparse].index] = False
+        keep &= ~sparse
     log.info(
         "%d-core: %d of %d interactions kept after %d rounds",
         k,

@@ -16,7 +16,7 @@ import mlflow
 import numpy as np
 import yaml
 
-from lite_rec.config import Config
+from lite_rec.config import Config, config_from_dict
 from lite_rec.evaluate import evaluate
 from lite_rec.outputs import OutputError, staged_output
 from lite_rec.plots import learning_curve, metrics_table
@@ -110,9 +110,12 @@ def train_rec_model(
         (model_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
         mlflow.log_artifact(str(learning_curve(result.history, model_dir / "learning_curve.png")))
         info = log_pyfunc(model_dir)
-        (model_dir / RUN_FILE).write_text(
-            json.dumps({"run_id": run.info.run_id, "tracking_uri": tracking.resolved_uri})
-        )
+        run_record = {
+            "run_id": run.info.run_id,
+            "tracking_uri": tracking.resolved_uri,
+            "model_uri": info.model_uri,
+        }
+        (model_dir / RUN_FILE).write_text(json.dumps(run_record))
     seconds = sum(row["seconds"] for row in result.history + result.refit_history)
     log.info("model in %s, MLflow run %s (valid %s)", out_dir, run.info.run_id, valid)
     return TrainedModel(
@@ -124,6 +127,40 @@ def train_rec_model(
         seconds,
         info.model_uri,
         config,
+    )
+
+
+def load_trained_model(model_dir: str | Path, tracking: Tracking) -> TrainedModel:
+    """The `TrainedModel` that `train_rec_model` returned for `model_dir`, rebuilt from the
+    folder and its MLflow run (for `lite-rec register`)."""
+    model_dir = Path(model_dir)
+    run_file = model_dir / RUN_FILE
+    if not run_file.is_file():
+        raise ValueError(f"{model_dir}: no {RUN_FILE}; expected a folder `lite-rec train` wrote")
+    record = json.loads(run_file.read_text())
+    try:
+        run = tracking.client().get_run(record["run_id"])
+    except mlflow.exceptions.MlflowException as error:
+        raise ValueError(
+            f"{run_file}: run {record['run_id']} is not in the tracking store at "
+            f"{tracking.resolved_uri}; expected the store that trained it: "
+            f"{record['tracking_uri']}"
+        ) from error
+    valid = {
+        key.removeprefix("valid_").replace("_at_", "@"): value
+        for key, value in run.data.metrics.items()
+        if key.startswith("valid_")
+    }
+    history = json.loads((model_dir / "history.json").read_text())
+    return TrainedModel(
+        model_dir,
+        record["run_id"],
+        int(run.data.metrics.get("best_epoch", 0)),
+        valid,
+        history,
+        sum(row["seconds"] for row in history),
+        record.get("model_uri", f"runs:/{record['run_id']}/model"),
+        config_from_dict(yaml.safe_load((model_dir / "config.yaml").read_text())),
     )
 
 

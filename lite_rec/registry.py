@@ -7,10 +7,13 @@ when the gate promoted it); `champion` is what `models:/NAME@champion` serves. T
 which versions became champion is kept in the registered model's `champion_history` tag, which
 `rollback` walks back.
 
-Promotion is atomic for local stores (sqlite or file URIs): an exclusive file lock beside the
-store serialises register-compare-promote across threads and processes, and the champion is
-re-read inside the lock. For a remote tracking server the lock is per process only; run the
-retrain job with a concurrency limit of one (see docker/dagster.yaml) so retrains never race.
+Promotion is atomic across processes and machines: every writer of the champion (the gate,
+`promote`, `rollback`) takes one lock per registered model and re-reads the champion inside it.
+The lock is a PostgreSQL advisory lock when the tracking store is PostgreSQL or when
+`LITE_REC_REGISTRY_LOCK_URI` names a PostgreSQL database every writer reaches (required for a
+tracking server over http: the server offers no lock of its own), and an exclusive file lock
+beside the store for sqlite and file stores. A killed holder releases it: the database ends
+its session, the kernel its file lock.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import getpass
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -109,25 +113,83 @@ def validation_metrics(model_uri: str, data: SequenceData) -> dict[str, float]:
     return {metric_name(f"valid_{k}"): v for k, v in ranking_metrics(ranks).items()}
 
 
+LOCK_URI_ENV = "LITE_REC_REGISTRY_LOCK_URI"
+LOCK_TIMEOUT_SECONDS = 600
+
+
+def _lock_key(name: str) -> int:
+    """A signed 64-bit advisory-lock key for registered model `name`."""
+    digest = hashlib.sha256(f"lite_rec registry {name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def libpq_uri(uri: str) -> str:
+    """A SQLAlchemy PostgreSQL URI (`postgresql+psycopg://...`) as libpq reads it. A URI
+    without a password takes it from libpq's environment (`PGPASSWORD`, `PGPASSFILE`)."""
+    scheme, rest = uri.split("://", 1)
+    return "postgresql://" + rest if scheme.split("+")[0] in ("postgresql", "postgres") else uri
+
+
+@contextmanager
+def _advisory_lock(uri: str, name: str) -> Iterator[None]:
+    import psycopg
+
+    try:
+        connection = psycopg.connect(libpq_uri(uri), autocommit=True, connect_timeout=30)
+    except psycopg.OperationalError as error:
+        first_line = str(error).strip().splitlines()[0]
+        where = _redacted(uri)
+        raise ValueError(f"registry lock at {where}: cannot connect ({first_line})") from None
+    with connection:
+        connection.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_SECONDS}s'")
+        connection.execute("SELECT pg_advisory_lock(%s)", (_lock_key(name),))
+        try:
+            yield
+        finally:
+            connection.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(name),))
+
+
+@contextmanager
+def _file_lock(store: str, name: str) -> Iterator[None]:
+    lock_file = Path(store).resolve().parent / f".registry-{name}.lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _redacted(uri: str) -> str:
+    """`uri` with any password replaced by `***`, for messages."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", uri)
+
+
 @contextmanager
 def registry_lock(tracking: Tracking, name: str) -> Iterator[None]:
-    """Exclusive across processes for local stores; per process for remote ones."""
+    """The lock every writer of `name`'s champion takes (see the module docstring)."""
     uri = tracking.resolved_uri
-    store = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
-    if uri.startswith("file:"):
-        store = uri.removeprefix("file://").removeprefix("file:")
+    lock_uri = os.environ.get(LOCK_URI_ENV, "")
+    if not lock_uri and uri.split("+")[0].split(":")[0] in ("postgresql", "postgres"):
+        lock_uri = uri
     with _process_lock:
-        if store is None:
-            yield
-            return
-        lock_file = Path(store).resolve().parent / f".registry-{name}.lock"
-        lock_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_file, "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
+        if lock_uri:
+            with _advisory_lock(lock_uri, name):
                 yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        elif uri.startswith("sqlite:///"):
+            with _file_lock(uri.removeprefix("sqlite:///"), name):
+                yield
+        elif uri.startswith("file:"):
+            with _file_lock(uri.removeprefix("file://").removeprefix("file:"), name):
+                yield
+        else:
+            raise ValueError(
+                f"tracking URI {_redacted(uri)}: promotion needs a lock shared by every "
+                f"process that moves the champion; expected {LOCK_URI_ENV} set to a PostgreSQL "
+                "database they all reach, e.g. postgresql://USER@HOST:5432/DB with the password "
+                "in PGPASSWORD (README: The model registry and the gate)"
+            )
 
 
 def champion_version(client: mlflow.MlflowClient, name: str) -> int | None:

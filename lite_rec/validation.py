@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 RATING_RANGE = (0.0, 5.0)
 MAX_TIMESTAMP_SLACK = 86_400  # a timestamp up to a day in the future is clock skew, not data
+ID_PATTERN = r"^\S(?:.*\S)?$"  # not blank, no surrounding spaces: " 1" and "1" would be two users
 
 
 @dataclass
@@ -24,13 +25,23 @@ class Failure:
     expectation: str
     column: str
     unexpected_count: int
+    expected: str = ""  # the expectation in words
     lines: list[int] = field(default_factory=list)  # source lines of a few offending rows
     rows: list[dict] = field(default_factory=list)
+
+    def found(self) -> str:
+        """The first offending value of the column, or "" when no row is named."""
+        if not self.rows or self.column not in self.rows[0]:
+            return ""
+        return f", found {self.rows[0][self.column]!r}"
 
     def describe(self) -> str:
         where = f"lines {', '.join(map(str, self.lines))}" if self.lines else "table"
         count = self.unexpected_count
-        return f"{self.expectation} on column {self.column!r} failed for {count} rows ({where})"
+        return (
+            f"column {self.column!r}: expected {self.expected}{self.found()} "
+            f"({self.expectation} failed for {count} rows, {where})"
+        )
 
 
 @dataclass
@@ -39,6 +50,7 @@ class ValidationReport:
     evaluated: int
     failures: list[Failure]
     warnings: list[Failure] = field(default_factory=list)
+    rows: int = 0
 
     @property
     def success(self) -> bool:
@@ -53,13 +65,15 @@ class ValidationReport:
         }
 
     def raise_for_failures(self, file: str | Path | None) -> None:
+        """One line naming the file, the first offending line, the column, what was expected
+        and what was found; further failed expectations follow on the same line."""
         if self.failures:
             first = self.failures[0]
-            others = "".join(f"\n  also: {f.describe()}" for f in self.failures[1:])
+            others = "".join(f"; also {f.describe()}" for f in self.failures[1:])
             raise InputError(
                 file,
-                f"expectation {first.expectation} failed for {first.unexpected_count} rows "
-                f"of table {self.table}{others}",
+                f"expected {first.expected}{first.found()} ({first.expectation} failed for "
+                f"{first.unexpected_count} of {self.rows} rows of table {self.table}){others}",
                 line=first.lines[0] if first.lines else None,
                 column=first.column,
                 rows=[
@@ -69,42 +83,93 @@ class ValidationReport:
             )
 
 
-def _suite(table: str, interactions_items: pd.Series | None):
+def _items_suite():
     import great_expectations.expectations as gxe
 
-    if table == "items":
-        return [
-            gxe.ExpectColumnToExist(column="item_id"),
-            gxe.ExpectColumnToExist(column="title"),
-            gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
-            gxe.ExpectColumnValuesToBeOfType(column="item_id", type_="str"),
-            gxe.ExpectColumnValuesToBeUnique(column="item_id"),
-            gxe.ExpectColumnValuesToNotBeNull(column="title"),
-            # A few blank titles are real (Amazon Beauty has one): each is a warning, but a
-            # mostly-blank column means a broken reader or file and stops the pipeline.
-            gxe.ExpectColumnValueLengthsToBeBetween(column="title", min_value=1, mostly=0.99),
-            gxe.ExpectColumnValueLengthsToBeBetween(
-                column="title", min_value=1, severity="warning"
-            ),
-        ]
-    latest = int(time.time()) + MAX_TIMESTAMP_SLACK
-    expectations = [
-        *(gxe.ExpectColumnToExist(column=c) for c in ("user_id", "item_id", "timestamp", "rating")),
-        gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
-        gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
-        gxe.ExpectColumnValuesToNotBeNull(column="timestamp"),
-        gxe.ExpectColumnValuesToBeOfType(column="user_id", type_="str"),
-        gxe.ExpectColumnValuesToBeOfType(column="item_id", type_="str"),
-        gxe.ExpectColumnValuesToBeOfType(column="timestamp", type_="int64"),
-        gxe.ExpectColumnValuesToBeBetween(column="timestamp", min_value=0, max_value=latest),
-        gxe.ExpectColumnValuesToBeBetween(
-            column="rating", min_value=RATING_RANGE[0], max_value=RATING_RANGE[1]
+    return [
+        gxe.ExpectColumnToExist(column="item_id", description="a column item_id"),
+        gxe.ExpectColumnToExist(column="title", description="a column title"),
+        gxe.ExpectColumnValuesToNotBeNull(column="item_id", description="an item id"),
+        gxe.ExpectColumnValuesToBeOfType(
+            column="item_id", type_="str", description="item ids as strings"
         ),
-        gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "item_id", "timestamp"]),
+        gxe.ExpectColumnValuesToMatchRegex(
+            column="item_id",
+            regex=ID_PATTERN,
+            description="a non-blank item id without surrounding spaces",
+        ),
+        gxe.ExpectColumnValuesToBeUnique(column="item_id", description="each item id once"),
+        gxe.ExpectColumnValuesToNotBeNull(column="title", description="a title"),
+        # A few blank titles are real (Amazon Beauty has one): each is a warning, but a
+        # mostly-blank column means a broken reader or file and stops the pipeline.
+        gxe.ExpectColumnValueLengthsToBeBetween(
+            column="title",
+            min_value=1,
+            mostly=0.99,
+            description="a non-blank title for at least 99% of items",
+        ),
+        gxe.ExpectColumnValueLengthsToBeBetween(
+            column="title", min_value=1, severity="warning", description="a non-blank title"
+        ),
     ]
-    if interactions_items is not None:
+
+
+def _interactions_suite(known_items: pd.Series | None):
+    import great_expectations.expectations as gxe
+
+    latest = int(time.time()) + MAX_TIMESTAMP_SLACK
+    low, high = RATING_RANGE
+    expectations = [
+        *(
+            gxe.ExpectColumnToExist(column=c, description=f"a column {c}")
+            for c in ("user_id", "item_id", "timestamp", "rating")
+        ),
+        gxe.ExpectColumnValuesToNotBeNull(column="user_id", description="a user id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="item_id", description="an item id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="timestamp", description="a timestamp"),
+        gxe.ExpectColumnValuesToBeOfType(
+            column="user_id", type_="str", description="user ids as strings"
+        ),
+        gxe.ExpectColumnValuesToBeOfType(
+            column="item_id", type_="str", description="item ids as strings"
+        ),
+        gxe.ExpectColumnValuesToBeOfType(
+            column="timestamp", type_="int64", description="int64 timestamps"
+        ),
+        gxe.ExpectColumnValuesToMatchRegex(
+            column="user_id",
+            regex=ID_PATTERN,
+            description="a non-blank user id without surrounding spaces",
+        ),
+        gxe.ExpectColumnValuesToMatchRegex(
+            column="item_id",
+            regex=ID_PATTERN,
+            description="a non-blank item id without surrounding spaces",
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="timestamp",
+            min_value=0,
+            max_value=latest,
+            description=f"a Unix time in seconds from 0 to {latest} (a day from now)",
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="rating",
+            min_value=low,
+            max_value=high,
+            description=f"a rating from {low} to {high}",
+        ),
+        gxe.ExpectCompoundColumnsToBeUnique(
+            column_list=["user_id", "item_id", "timestamp"],
+            description="one interaction per user, item and timestamp",
+        ),
+    ]
+    if known_items is not None:
         expectations.append(
-            gxe.ExpectColumnValuesToBeInSet(column="item_id", value_set=list(interactions_items))
+            gxe.ExpectColumnValuesToBeInSet(
+                column="item_id",
+                value_set=list(known_items),
+                description="an item id listed in the item file",
+            )
         )
     return expectations
 
@@ -116,9 +181,10 @@ def _validate(table: str, frame: pd.DataFrame, known_items: pd.Series | None) ->
 
     if len(frame) == 0:
         return ValidationReport(
-            table, 1, [Failure("expect_table_row_count_to_be_positive", "*", 0)]
+            table, 1, [Failure("expect_table_row_count_to_be_positive", "*", 0, "some rows")]
         )
-    # The source line travels as a column so GE can name the offending rows by it.
+    # The source line travels as a column so messages can name it; GE names offending rows
+    # by their position, since a source line can hold several rows (the sequence format).
     data = frame.rename_axis("source_line").reset_index()
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
@@ -128,21 +194,17 @@ def _validate(table: str, frame: pd.DataFrame, known_items: pd.Series | None) ->
         .add_batch_definition_whole_dataframe("all")
         .get_batch(batch_parameters={"dataframe": data})
     )
-    suite = gx.ExpectationSuite(name=table, expectations=_suite(table, known_items))
+    suite = _items_suite() if table == "items" else _interactions_suite(known_items)
     result = batch.validate(
-        suite,
-        result_format={
-            "result_format": "COMPLETE",
-            "unexpected_index_column_names": ["source_line"],
-            "partial_unexpected_count": 5,
-        },
+        gx.ExpectationSuite(name=table, expectations=suite),
+        result_format={"result_format": "COMPLETE", "partial_unexpected_count": 5},
     )
     failed = [r for r in result.results if not r.success]
     critical = [_failure(r, data) for r in failed if r.expectation_config.severity != "warning"]
     warnings = [_failure(r, data) for r in failed if r.expectation_config.severity == "warning"]
     for warning in warnings:
         log.warning("%s: %s", table, warning.describe())
-    return ValidationReport(table, len(result.results), critical, warnings)
+    return ValidationReport(table, len(result.results), critical, warnings, len(data))
 
 
 def _failure(result, data: pd.DataFrame) -> Failure:
@@ -150,13 +212,12 @@ def _failure(result, data: pd.DataFrame) -> Failure:
     kwargs = config.kwargs
     column = kwargs.get("column") or ",".join(kwargs.get("column_list", [])) or "*"
     details = result.result or {}
-    lines = [
-        int(entry["source_line"]) for entry in (details.get("unexpected_index_list") or [])[:5]
-    ]
-    by_line = data.set_index("source_line")
-    rows = [by_line.loc[line].drop(labels="split", errors="ignore").to_dict() for line in lines]
+    positions = [int(position) for position in (details.get("unexpected_index_list") or [])[:5]]
+    offending = data.iloc[positions]
+    lines = [int(line) for line in offending["source_line"]]
+    rows = offending.drop(columns=["source_line", "split"], errors="ignore").to_dict("records")
     count = int(details.get("unexpected_count") or 0)
-    return Failure(config.type, column, count, lines, rows)
+    return Failure(config.type, column, count, config.description or config.type, lines, rows)
 
 
 def validate_items(items: pd.DataFrame) -> ValidationReport:

@@ -10,7 +10,8 @@ from lite_rec.config import load_config, project_path
 from lite_rec.ingest import FORMATS
 
 DEFAULT_CRON = "0 2 * * *"
-# Runs with this tag share one slot in docker/dagster.yaml's run queue: retrains never race.
+# Runs with this tag (main_job and every retrain) share one slot in docker/dagster.yaml's run
+# queue; the registry lock guards the champion for runs launched outside the queue too.
 RETRAIN_TAGS = {"lite_rec/retrain": "true"}
 
 # Raw files to a gated champion; the benchmark (hours on a CPU) has its own job.

@@ -18,6 +18,7 @@ main_job = dg.define_asset_job(
     "main_job",
     selection=automation.PIPELINE,
     description="The whole pipeline on the configured dataset, raw files to a gated champion.",
+    tags=automation.RETRAIN_TAGS,  # one pipeline run at a time in the run queue, as retrains
 )
 benchmark_job = dg.define_asset_job(
     "benchmark_job",

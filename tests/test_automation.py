@@ -103,6 +103,7 @@ def test_schedule_requests_a_retrain_nightly_by_default() -> None:
     with dg.build_schedule_context() as context:
         assert len(schedule.evaluate_tick(context).run_requests) == 1
     assert automation.retrain_job.tags == automation.RETRAIN_TAGS
+    assert defs.resolve_job_def("main_job").tags == automation.RETRAIN_TAGS
     hourly = automation.retrain_schedule("0 * * * *", "Europe/Paris")
     assert (hourly.cron_schedule, hourly.execution_timezone) == ("0 * * * *", "Europe/Paris")
 

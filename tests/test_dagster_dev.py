@@ -18,6 +18,7 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster._core.run_coordinator import QueuedRunCoordinator
 
 from lite_rec.config import PROJECT_ROOT
+from tests.services import compose_file
 from tests.test_serving_http import free_port, wait_until_up
 
 QUERY = """{
@@ -119,7 +120,8 @@ def test_dockerfile_installs_like_the_makefile() -> None:
 
 
 def test_compose_stack_and_dagster_instance_config_are_valid() -> None:
-    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    settings = {"POSTGRES_SUPERUSER_PASSWORD": "pw-s", "DAGSTER_DB_PASSWORD": "pw-d"}
+    compose = compose_file({**settings, "MLFLOW_DB_PASSWORD": "pw-m"})
     services = compose["services"]
     assert set(services) == {
         "postgres",
@@ -128,14 +130,23 @@ def test_compose_stack_and_dagster_instance_config_are_valid() -> None:
         "dagster-daemon",
         "model-server",
     }
-    assert "--backend-store-uri postgresql://" in services["mlflow"]["command"]
+    assert services["postgres"]["image"].startswith("postgres:15.")  # pinned, as tested
+    mlflow_env = services["mlflow"]["environment"]
+    assert mlflow_env["MLFLOW_BACKEND_STORE_URI"] == "postgresql://mlflow@postgres:5432/mlflow"
+    assert mlflow_env["PGPASSWORD"] == "pw-m" and "pw-d" not in mlflow_env.values()
     assert "mlflow-artifacts:/mlartifacts" in services["mlflow"]["volumes"]
     assert services["dagster-daemon"]["command"].startswith("dagster-daemon run")
-    assert "models serve -m models:/" in services["model-server"]["command"]
     assert "@champion" in services["model-server"]["command"]
+    for name, service in services.items():
+        assert all(port.startswith("127.0.0.1:") for port in service.get("ports", [])), name
+        assert "pw-" not in service.get("command", ""), name  # no secret on a command line
     for name in ("mlflow", "dagster-webserver", "dagster-daemon", "model-server"):
         assert services[name]["build"]["dockerfile"] == "docker/Dockerfile"
+    for name in ("dagster-webserver", "dagster-daemon", "model-server"):
         assert services[name]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert "pw-d" not in services["model-server"]["environment"].values()
+    with pytest.raises(ValueError, match="MLFLOW_DB_PASSWORD is not set"):
+        compose_file(settings)
 
     instance, _ = dagster_instance_config(str(DOCKER))  # raises on any schema error
     assert "postgres" in instance["storage"]

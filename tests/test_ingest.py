@@ -4,6 +4,7 @@ datasets in ../shared/datasets when they are present."""
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -49,6 +50,103 @@ def check_items(dataset: RawDataset, records: list[dict], lines: list[int]) -> N
     assert items.index.tolist() == lines
     assert all(pd.api.types.is_string_dtype(items[column]) for column in items)
     assert items.to_dict("records") == records
+
+
+# The column of each format's timestamp, as its files name it.
+TIMESTAMP_COLUMN = {
+    "movielens-csv": "timestamp",
+    "movielens-1m": "Timestamp",
+    "movielens-100k": "timestamp",
+    "amazon-2014": "unixReviewTime",
+    "amazon-2018": "unixReviewTime",
+}
+
+
+def _json_line(record: dict) -> str:
+    return json.dumps(record) + "\n"
+
+
+# Per format: interactions file, its header, one row; item file, its header, one item.
+LAYOUTS = {
+    "movielens-csv": (
+        "ratings.csv",
+        "userId,movieId,rating,timestamp\n",
+        lambda u, i, t, r: f"{u},{i},{r},{t}\n",
+        "movies.csv",
+        "movieId,title,genres\n",
+        lambda i: f'{i},"Movie {i}, The (1995)",Drama|Comedy\n',
+    ),
+    "movielens-1m": (
+        "ratings.dat",
+        "",
+        lambda u, i, t, r: f"{u}::{i}::{r:g}::{t}\n",
+        "movies.dat",
+        "",
+        lambda i: f"{i}::Movie {i} (1995)::Drama\n",
+    ),
+    "movielens-100k": (
+        "u.data",
+        "",
+        lambda u, i, t, r: f"{u}\t{i}\t{r:g}\t{t}\n",
+        "u.item",
+        "",
+        lambda i: f"{i}|Movie {i} (1995)|01-Jan-1995||http://x|{FLAGS_TOY_STORY}\n",
+    ),
+    "amazon-2014": (
+        "reviews_Toys_5.json",
+        "",
+        lambda u, i, t, r: _json_line(
+            {"reviewerID": u, "asin": i, "overall": r, "unixReviewTime": t}
+        ),
+        "meta_Toys.json",
+        "",
+        lambda i: repr({"asin": i, "title": f"Toy {i}", "categories": [["Toys"]]}) + "\n",
+    ),
+    "amazon-2018": (
+        "Toys_5.json",
+        "",
+        lambda u, i, t, r: _json_line(
+            {"reviewerID": u, "asin": i, "overall": r, "unixReviewTime": t}
+        ),
+        "meta_Toys.json",
+        "",
+        lambda i: _json_line({"asin": i, "title": f"Toy {i}", "category": ["Toys"]}),
+    ),
+}
+
+
+def write_format(
+    directory: Path, format: str, rows: list[tuple], items: list[str] | None = None
+) -> list[int]:
+    """`rows` of (user, item, timestamp, rating) in `format`'s files, with a title for each of
+    `items` (by default every item in `rows`); returns the line each row is on. The sequence
+    format has one line per user (users in first-appearance order, items oldest first) and
+    keeps no timestamps or ratings."""
+    directory.mkdir(parents=True, exist_ok=True)
+    items = items if items is not None else list(dict.fromkeys(row[1] for row in rows))
+    if format == "sequence":
+        users = list(dict.fromkeys(row[0] for row in rows))
+        history: dict[str, list[str]] = {user: [] for user in users}
+        for user, item, _, _ in sorted(rows, key=lambda row: row[2]):
+            history[user].append(item)
+        write(
+            directory,
+            {
+                "user_sequence.txt": "".join(f"{u} {' '.join(history[u])}\n" for u in users),
+                "item_generative_indexing_phase_0.txt": "".join(f"{i} toy {i}\n" for i in items),
+            },
+        )
+        return [users.index(row[0]) + 1 for row in rows]
+    interactions, header, row_line, items_file, items_header, item_line = LAYOUTS[format]
+    write(
+        directory,
+        {
+            interactions: header + "".join(row_line(*row) for row in rows),
+            items_file: items_header + "".join(item_line(item) for item in items),
+        },
+    )
+    first = 2 if header else 1
+    return list(range(first, first + len(rows)))
 
 
 def test_formats_are_named() -> None:
@@ -279,6 +377,55 @@ def test_sequence(tmp_path: Path) -> None:
     )
 
 
+ROWS = [("1", "11", 100, 4.0), ("2", "12", 90, 3.0), ("1", "12", 110, 5.0)]
+
+
+@pytest.mark.parametrize("format", sorted(FORMATS))
+def test_every_format_reads_what_was_written(tmp_path: Path, format: str) -> None:
+    lines = write_format(tmp_path, format, ROWS)
+    dataset = read_dataset(tmp_path)
+    assert dataset.format == format
+    if format == "sequence":  # the position on the user's line is the time; no ratings
+        expected = [("1", "11", 0, None), ("1", "12", 1, None), ("2", "12", 0, None)]
+        check_interactions(dataset, expected, [1, 1, 2])
+    else:
+        check_interactions(dataset, ROWS, lines)
+    assert dataset.items.item_id.tolist() == ["11", "12"]
+
+
+VARIANTS = {
+    "CR line endings": lambda data: data.replace(b"\n", b"\r"),
+    "CRLF line endings": lambda data: data.replace(b"\n", b"\r\n"),
+    "UTF-8 byte-order mark": lambda data: b"\xef\xbb\xbf" + data,
+}
+
+
+@pytest.mark.parametrize("format", sorted(FORMATS))
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_line_endings_and_byte_order_mark_read_alike(
+    tmp_path: Path, format: str, variant: str
+) -> None:
+    write_format(tmp_path / "plain", format, ROWS)
+    (tmp_path / "variant").mkdir()
+    for path in (tmp_path / "plain").iterdir():
+        (tmp_path / "variant" / path.name).write_bytes(VARIANTS[variant](path.read_bytes()))
+    expected, actual = read_dataset(tmp_path / "plain"), read_dataset(tmp_path / "variant")
+    assert actual.format == expected.format
+    pd.testing.assert_frame_equal(actual.interactions, expected.interactions)
+    pd.testing.assert_frame_equal(actual.items, expected.items)
+
+
+def test_latin1_format_saved_as_utf8_is_not_garbled(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "ratings.dat": "1::73::5::978300760\n",
+            "movies.dat": "73::Misérables, Les (1995)::Drama\n",  # UTF-8, not latin-1
+        },
+    )
+    assert read_dataset(tmp_path).items.title.tolist() == ["Misérables, Les (1995)"]
+
+
 RATINGS_HEADER = "userId,movieId,rating,timestamp\n"
 MOVIES = "movieId,title,genres\n1,A,Drama\n"
 REVIEW = '{"reviewerID": "U", "asin": "B", "overall": 1, "unixReviewTime": 2}\n'
@@ -342,7 +489,73 @@ BAD_INPUTS = {
         "ratings.csv",
         3,
         "rating",
-        "expected a number, found 'good'",
+        "expected a finite number, found 'good'",
+    ),
+    "infinite rating": (
+        {"ratings.csv": RATINGS_HEADER + "1,1,inf,5\n", "movies.csv": MOVIES},
+        "ratings.csv",
+        2,
+        "rating",
+        "expected a finite number, found 'inf'",
+    ),
+    "int64 overflow timestamp": (
+        {"ratings.csv": RATINGS_HEADER + "1,1,4,99999999999999999999\n", "movies.csv": MOVIES},
+        "ratings.csv",
+        2,
+        "timestamp",
+        "expected an integer from -9223372036854775808 to 9223372036854775807 (int64), "
+        "found '99999999999999999999'",
+    ),
+    "int64 overflow in an exponent": (
+        {"ratings.csv": RATINGS_HEADER + "1,1,4,5\n1,1,4,1e999999999\n", "movies.csv": MOVIES},
+        "ratings.csv",
+        3,
+        "timestamp",
+        "(int64), found '1e999999999'",
+    ),
+    "int64 overflow in JSON": (
+        {
+            "reviews_T_5.json": REVIEW.replace('"unixReviewTime": 2', '"unixReviewTime": 1e20'),
+            "meta_T.json": "{'asin': 'B'}\n",
+        },
+        "reviews_T_5.json",
+        1,
+        "unixReviewTime",
+        "(int64), found 1e+20",
+    ),
+    "JSON integer beyond int64": (
+        {
+            "reviews_T_5.json": REVIEW.replace("2}", "-99999999999999999999}"),
+            "meta_T.json": "{'asin': 'B'}\n",
+        },
+        "reviews_T_5.json",
+        1,
+        "unixReviewTime",
+        "(int64), found -99999999999999999999",
+    ),
+    "JSON boolean rating": (
+        {
+            "reviews_T_5.json": REVIEW.replace('"overall": 1', '"overall": true'),
+            "meta_T.json": "{'asin': 'B'}\n",
+        },
+        "reviews_T_5.json",
+        1,
+        "overall",
+        "expected a number, found True",
+    ),
+    "JSON list as user id": (
+        {"reviews_T_5.json": REVIEW.replace('"U"', '["U"]'), "meta_T.json": "{'asin': 'B'}\n"},
+        "reviews_T_5.json",
+        1,
+        "reviewerID",
+        "expected a string or integer id, found ['U']",
+    ),
+    "JSON number as item id in meta": (
+        {"reviews_T_5.json": REVIEW, "meta_T.json": "{'asin': 'B'}\n{'asin': 1.5}\n"},
+        "meta_T.json",
+        2,
+        "asin",
+        "expected a string or integer id, found 1.5",
     ),
     "non-integer timestamp": (
         {"ratings.dat": "1::1::4::5\n\n1::2::4::5.5\n", "movies.dat": "1::A::Drama\n"},
@@ -371,6 +584,61 @@ BAD_INPUTS = {
         None,
         None,
         "file is empty",
+    ),
+    "blank lines only": (
+        {"user_sequence.txt": "\r\n\r\n", "item_generative_indexing_phase_0.txt": "I1 a\n"},
+        "user_sequence.txt",
+        None,
+        None,
+        "file is empty",
+    ),
+    "byte-order mark only": (
+        {"ratings.csv": b"\xef\xbb\xbf\n", "movies.csv": MOVIES},
+        "ratings.csv",
+        None,
+        None,
+        "file is empty",
+    ),
+    "truncated line, CR line endings": (
+        {"ratings.csv": "userId,movieId,rating,timestamp\r1,1,4,5\r1,2,4\r", "movies.csv": MOVIES},
+        "ratings.csv",
+        3,
+        None,
+        "expected 4 fields separated by ','",
+    ),
+    "mixed line endings": (
+        {"ratings.csv": RATINGS_HEADER + "1,1,4,5\r1,2,4,6\n", "movies.csv": MOVIES},
+        "ratings.csv",
+        2,
+        None,
+        "expected one kind of line ending, found a carriage return without a line feed",
+    ),
+    "NUL byte": (
+        {"ratings.csv": RATINGS_HEADER + "1,1,4,5\n1\x00,2,4,6\n", "movies.csv": MOVIES},
+        "ratings.csv",
+        3,
+        None,
+        "expected text, found a NUL byte",
+    ),
+    "UTF-16 file": (
+        {
+            "ratings.csv": RATINGS_HEADER + "1,1,4,5\n",
+            "movies.csv": b"\xff\xfe" + MOVIES.encode("utf-16-le"),
+        },
+        "movies.csv",
+        None,
+        None,
+        "expected UTF-8 or latin-1 text, found a UTF-16 byte-order mark",
+    ),
+    "quoted field past the csv field limit": (
+        {
+            "ratings.csv": RATINGS_HEADER + "1,1,4,5\n",
+            "movies.csv": MOVIES + '2,"' + "x" * 200_000 + '",A\n',
+        },
+        "movies.csv",
+        3,
+        None,
+        "expected CSV fields (field larger than field limit",
     ),
     "missing required file": (
         {"movies.dat": "1::A::Drama\n"},
@@ -423,6 +691,16 @@ BAD_INPUTS = {
         2,
         None,
         "expected a user id and at least one item id",
+    ),
+    "user on two lines": (
+        {
+            "user_sequence.txt": "U1 I1\nU2 I1\nU1 I1\n",
+            "item_generative_indexing_phase_0.txt": "I1 a\n",
+        },
+        "user_sequence.txt",
+        3,
+        None,
+        "expected one line per user, found user 'U1' again (first on line 1)",
     ),
 }
 

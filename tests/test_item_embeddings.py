@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +18,7 @@ from transformers import PreTrainedTokenizerFast, T5Config, T5Model
 from lite_rec.config import ItemLLMConfig
 from lite_rec.item_embeddings import (
     DEFAULT_MODEL,
+    STALE_TEMPORARY_SECONDS,
     ItemEncoder,
     item_embeddings,
     item_text,
@@ -154,7 +160,7 @@ def test_cache_reencodes_only_new_or_edited_items(
     added = pd.concat([items, pd.DataFrame({"item_id": ["6"], "title": ["Heat 2"]})])
     _, report = item_embeddings(added, config, tmp_path)  # new genres: NaN
     assert (report.encoded, report.reused) == (1, 5)
-    assert len(list(tmp_path.iterdir())) == 1  # one cache file per model setting
+    assert len(list(tmp_path.iterdir())) == 1  # one cache folder per model setting
 
 
 def test_cache_is_keyed_by_model_setting(
@@ -170,6 +176,151 @@ def test_identical_texts_share_one_encoding(tiny_model: str, tmp_path: Path) -> 
     matrix, report = item_embeddings(twins, config_for(tiny_model), tmp_path)
     assert (report.encoded, report.reused) == (2, 1)
     np.testing.assert_array_equal(matrix[0], matrix[1])
+
+
+WORDS = "toy story jumanji heat sabrina casino comedy drama adventure title".split()
+
+
+@pytest.fixture
+def many_items() -> pd.DataFrame:
+    """Ten items of distinct lengths and words, so each has its own text and vector."""
+    titles = [" ".join(WORDS[i : i + 1 + i % 4]) for i in range(len(WORDS))]
+    return pd.DataFrame({"item_id": [str(i) for i in range(len(titles))], "title": titles})
+
+
+def cache_files(cache_dir: Path) -> list[Path]:
+    return sorted(cache_dir.glob("*/*.npz"))
+
+
+def single_file_cache(cache_dir: Path, config: ItemLLMConfig) -> Path:
+    """Where the single-file cache format keeps a model setting's hashes and vectors."""
+    settings = f"{config.model}|{config.pooling}|{config.max_length}|{config.normalize}"
+    digest = hashlib.sha256(settings.encode()).hexdigest()[:16]
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.model).strip("_")[-60:]
+    return cache_dir / f"{slug}-{digest}.npz"
+
+
+def test_killed_run_resumes_from_its_last_whole_chunk(
+    tiny_model: str, many_items: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = config_for(tiny_model)  # batches of 2
+    forward = ItemEncoder.forward
+    batches = []
+
+    def dies_in_the_third_batch(self, input_ids, attention_mask):
+        batches.append(len(input_ids))
+        if len(batches) == 3:
+            raise RuntimeError("killed")
+        return forward(self, input_ids, attention_mask)
+
+    monkeypatch.setattr(ItemEncoder, "forward", dies_in_the_third_batch)
+    with pytest.raises(RuntimeError, match="killed"):
+        item_embeddings(many_items, config, tmp_path / "cache", chunk_size=4)
+    assert len(cache_files(tmp_path / "cache")) == 1  # the first two batches: one whole chunk
+    monkeypatch.setattr(ItemEncoder, "forward", forward)
+
+    resumed, report = item_embeddings(many_items, config, tmp_path / "cache", chunk_size=4)
+    assert (report.encoded, report.reused) == (6, 4)
+    assert len(cache_files(tmp_path / "cache")) == 3
+    unbroken, _ = item_embeddings(many_items, config, tmp_path / "fresh", chunk_size=4)
+    np.testing.assert_array_equal(resumed, unbroken)
+    _, again = item_embeddings(many_items, config, tmp_path / "cache", chunk_size=4)
+    assert (again.encoded, again.reused) == (0, 10)
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def overwrite_with_garbage(path: Path) -> None:
+    path.write_bytes(b"\x00garbage, not an npz archive\n" * 40)
+
+
+def unpaired_arrays(path: Path) -> None:
+    np.savez(path, hashes=np.array(["a" * 64, "b" * 64]), vectors=np.ones((3, 16), np.float32))
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (truncate, "BadZipFile"),
+        (overwrite_with_garbage, "not an .npz archive"),
+        (unpaired_arrays, "vectors must be float32 (2, d)"),
+    ],
+)
+def test_unreadable_chunk_is_reported_set_aside_and_rebuilt(
+    tiny_model: str,
+    many_items: pd.DataFrame,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    damage,
+    reason: str,
+) -> None:
+    config = config_for(tiny_model)
+    expected, _ = item_embeddings(many_items, config, tmp_path, chunk_size=4)
+    damaged = cache_files(tmp_path)[0]
+    damage(damaged)
+
+    with caplog.at_level(logging.WARNING, logger="lite_rec.item_embeddings"):
+        rebuilt, report = item_embeddings(many_items, config, tmp_path, chunk_size=4)
+    (warning,) = caplog.records
+    assert warning.levelno == logging.WARNING and str(damaged) in warning.getMessage()
+    assert reason in warning.getMessage()
+    assert damaged.with_name(f"{damaged.name}.corrupt").is_file()
+    assert 1 <= report.encoded <= 4 and report.encoded + report.reused == 10
+    np.testing.assert_allclose(rebuilt, expected, atol=1e-6)
+
+    caplog.clear()
+    _, again = item_embeddings(many_items, config, tmp_path, chunk_size=4)
+    assert again.encoded == 0 and not caplog.records
+
+
+def test_single_file_cache_is_still_read(
+    tiny_model: str, many_items: pd.DataFrame, tmp_path: Path
+) -> None:
+    config = config_for(tiny_model)
+    hashes = [hashlib.sha256(text.encode()).hexdigest() for text in item_text(many_items)]
+    vectors = np.random.default_rng(0).normal(size=(10, 16)).astype(np.float32)
+    np.savez(single_file_cache(tmp_path, config), hashes=np.array(hashes), vectors=vectors)
+
+    matrix, report = item_embeddings(many_items.iloc[::-1], config, tmp_path)
+    assert (report.encoded, report.reused, report.dim) == (0, 10, 16)
+    np.testing.assert_array_equal(matrix, vectors[::-1])
+
+
+def test_truncated_single_file_cache_is_reported_and_rebuilt(
+    tiny_model: str, items: pd.DataFrame, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = config_for(tiny_model)
+    expected, _ = item_embeddings(items, config, tmp_path / "fresh")
+    hashes = [hashlib.sha256(text.encode()).hexdigest() for text in item_text(items)]
+    single_file = single_file_cache(tmp_path / "cache", config)
+    single_file.parent.mkdir()
+    np.savez(single_file, hashes=np.array(hashes), vectors=expected)
+    truncate(single_file)
+
+    with caplog.at_level(logging.WARNING, logger="lite_rec.item_embeddings"):
+        matrix, report = item_embeddings(items, config, tmp_path / "cache")
+    (warning,) = caplog.records
+    assert str(single_file) in warning.getMessage() and "BadZipFile" in warning.getMessage()
+    assert (report.encoded, report.reused) == (5, 0)
+    np.testing.assert_allclose(matrix, expected, atol=1e-6)
+
+
+def test_temporaries_of_killed_runs_are_removed_and_live_ones_kept(
+    tiny_model: str, items: pd.DataFrame, tmp_path: Path
+) -> None:
+    config = config_for(tiny_model)
+    item_embeddings(items, config, tmp_path)
+    (folder,) = tmp_path.iterdir()
+    killed, live = folder / ".0123.npz.killed", folder / ".4567.npz.live"
+    killed.write_bytes(b"half a chunk")
+    live.write_bytes(b"half a chunk")
+    old = time.time() - STALE_TEMPORARY_SECONDS - 60
+    os.utime(killed, (old, old))
+    _, report = item_embeddings(items, config, tmp_path)
+    assert report.encoded == 0
+    assert not killed.exists() and live.exists()
 
 
 def test_write_and_load_item_embeddings_round_trip(

@@ -59,6 +59,26 @@ def test_kcore_equals_one_at_a_time_reference(triples, k) -> None:
     assert set(kept.index) == reference_kcore(triples, k)
 
 
+@settings(max_examples=100, deadline=None)
+@given(rows, st.integers(1, 4), st.data())
+def test_kcore_selects_rows_by_position_whatever_the_index(triples, k, draw) -> None:
+    """The sequence format's index is the source line, shared by all of a user's rows."""
+    labels = draw.draw(st.lists(st.integers(1, 4), min_size=len(triples), max_size=len(triples)))
+    data = frame(triples).set_axis(pd.Index(labels, name="source_line"))
+    kept = kcore_filter(data, k)
+    positions = sorted(reference_kcore(triples, k))
+    pd.testing.assert_frame_equal(kept, data.iloc[positions])
+
+
+def test_kcore_removal_cascades_across_rounds() -> None:
+    # 3-core: item 4 has one row, so user 4 drops to two and goes too; user 5 has two rows.
+    core = [(u, i, 0) for u in (1, 2, 3) for i in (1, 2, 3)]
+    data = frame(core[:3] + [(4, 1, 0), (4, 2, 0), (4, 4, 0), (5, 1, 0), (5, 5, 0)] + core[3:])
+    data.index = pd.Index([1, 1, 1, 2, 2, 2, 3, 3, 4, 4, 4, 5, 5, 5], name="source_line")
+    kept = kcore_filter(data, 3)
+    pd.testing.assert_frame_equal(kept, data.iloc[[0, 1, 2, 8, 9, 10, 11, 12, 13]])
+
+
 @settings(max_examples=150, deadline=None)
 @given(rows)
 def test_split_takes_latest_as_test_and_previous_as_valid(triples) -> None:

@@ -19,7 +19,9 @@ def prepare(source: Path, out: Path) -> int:
 
 
 def listing(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()
+    }
 
 
 def test_prepare_refuses_a_folder_it_did_not_write_and_keeps_its_files(tmp_path, capsys):

@@ -168,3 +168,21 @@ def test_main_job_assets_run_end_to_end(tmp_path: Path, tiny_model: str) -> None
     assert 0.0 <= metrics["ndcg@10"] <= metrics["recall@10"] <= 1.0
     trained = result.output_for_node("rec_model")
     assert (trained.model_dir / "model.pt").exists() and trained.best_epoch in (1, 2)
+
+
+def test_register_runs_the_gate_from_the_command_line(trained: dict, capsys) -> None:
+    register = ["register", str(trained["data"]), str(trained["model"]), "--model", "cli_gate"]
+    register += ["--tracking-uri", trained["uri"]]
+    assert main(register) == 0
+    assert capsys.readouterr().out.startswith("cli_gate version 1 promoted to champion: first")
+    assert main(register) == 0  # the same model again: not better than itself
+    assert "cli_gate version 2 not promoted: " in capsys.readouterr().out
+    client = mlflow.MlflowClient(trained["uri"])
+    assert int(client.get_model_version_by_alias("cli_gate", "champion").version) == 1
+    assert (
+        client.get_model_version("cli_gate", "1").tags["run_id"]
+        == json.loads((trained["model"] / "mlflow_run.json").read_text())["run_id"]
+    )
+    not_a_model = ["register", str(trained["data"]), str(trained["root"]), "--model", "cli_gate"]
+    assert main([*not_a_model, "--tracking-uri", trained["uri"]]) == 2
+    assert "no mlflow_run.json; expected a folder `lite-rec train` wrote" in capsys.readouterr().err

@@ -3,7 +3,9 @@
 `interactions`: `user_id`, `item_id` (raw ids, str), `timestamp` (int64), `rating` (float64,
 NaN when the source has none), in source file order. `items`: `item_id`, `title` and the
 source's other text fields (str). Both are indexed by `source_line`, the 1-based line of the
-row in its file, so later checks can point a person at the line to fix.
+row in its file, so later checks can point a person at the line to fix. That index is not
+unique in the sequence format, where one line holds a user's whole history: code that selects
+rows does so by position, never by this label.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import csv
 import gzip
 import io
 import json
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +136,7 @@ def _amazon_release(directory: Path) -> str:
     opener = gzip.open if meta[0].suffix == ".gz" else open
     try:
         with opener(meta[0], "rt", encoding="utf-8", errors="replace") as file:
-            first = file.readline()
+            first = file.readline().removeprefix("\ufeff")
     except (OSError, EOFError) as err:
         raise InputError(meta[0], f"expected a gzip-compressed file ({err})") from None
     try:
@@ -145,22 +149,56 @@ def _amazon_release(directory: Path) -> str:
 # ----------------------------------------------------------------------------- raw text
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
 def _read_bytes(path: Path) -> bytes:
-    """The file's bytes, gunzipped for .gz; an empty file is an error."""
+    """The file's bytes, gunzipped for .gz, with its line endings made "\\n": "\\r\\n" and
+    old Mac "\\r"-only files are read alike. An empty or binary file, or one mixing
+    "\\r"-only endings with others, is an error: which "\\r" ends a line would be a guess."""
     data = path.read_bytes()
     if path.suffix == ".gz":
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as err:
             raise InputError(path, f"expected a gzip-compressed file ({err})") from None
-    if not data.strip():
+    if data.startswith(UTF16_BOMS):
+        raise InputError(path, "expected UTF-8 or latin-1 text, found a UTF-16 byte-order mark")
+    if not data.removeprefix(UTF8_BOM).strip():
         raise InputError(path, "file is empty")
+    if b"\n" not in data:
+        data = data.replace(b"\r", b"\n")
+    lone = re.search(rb"\r(?!\n)", data)
+    if lone:
+        raise InputError(
+            path,
+            "expected one kind of line ending, found a carriage return without a line feed "
+            "among lines ending in a line feed",
+            line=data.count(b"\n", 0, lone.start()) + 1,
+        )
+    data = data.replace(b"\r\n", b"\n")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise InputError(path, "expected text, found a NUL byte (binary data)", line=line)
     return data
 
 
-def _decode(path: Path, data: bytes, encoding: str) -> str:
+def _read_source(path: Path, encoding: str) -> tuple[bytes, str]:
+    """The file's bytes (`_read_bytes`, less a UTF-8 byte-order mark) and its text: UTF-8
+    after such a mark or, for a latin-1 format, when the bytes are valid UTF-8 (reading those
+    as latin-1 would garble every accent); else `encoding`."""
+    data = _read_bytes(path)
+    if data.startswith(UTF8_BOM):
+        data, encoding = data.removeprefix(UTF8_BOM), "utf-8"
+    elif encoding == "latin-1" and not data.isascii():
+        try:
+            return data, data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
     try:
-        return data.decode(encoding)
+        return data, data.decode(encoding)
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         bad = data[err.start : err.end]
@@ -170,12 +208,12 @@ def _decode(path: Path, data: bytes, encoding: str) -> str:
 
 
 def _read_text(path: Path, encoding: str) -> str:
-    return _decode(path, _read_bytes(path), encoding)
+    return _read_source(path, encoding)[1]
 
 
 def _lines(text: str) -> list[str]:
     """Lines split on "\\n" only (str.splitlines also splits on form feeds and the like)."""
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    lines = text.split("\n")
     return lines[:-1] if text.endswith("\n") else lines
 
 
@@ -191,8 +229,7 @@ def _read_table(
     """`columns` of a delimited file as str, index `source_line`; blank lines are skipped.
     With `header` the file's first line names its columns and `columns` must be among them;
     without, `columns` are all of the file's fields in order."""
-    data = _read_bytes(path)
-    text = _decode(path, data, encoding)
+    data, text = _read_source(path, encoding)
     names = _header(path, text, sep, columns) if header else columns
     if quoted:
         frame = _parse_quoted(path, text, sep, names, header)
@@ -205,9 +242,12 @@ def _read_table(
 
 
 def _header(path: Path, text: str, sep: str, columns: list[str]) -> list[str]:
-    first = text.split("\n", 1)[0].removesuffix("\r")
-    names = next(csv.reader([first], delimiter=sep)) if len(sep) == 1 else first.split(sep)
-    names = [name.strip().removeprefix("\ufeff") for name in names]
+    first = text.split("\n", 1)[0]
+    try:
+        names = next(csv.reader([first], delimiter=sep)) if len(sep) == 1 else first.split(sep)
+    except csv.Error as err:
+        raise InputError(path, f"expected a CSV header ({err})", line=1) from None
+    names = [name.strip() for name in names]
     if len(names) == 1 and len(columns) > 1:
         raise InputError(
             path, f"expected a header of {sep!r}-separated columns, found {first!r}", line=1
@@ -246,8 +286,7 @@ def _parse_plain(
     starts = np.concatenate([[0], ends[:-1] + 1])
     separators = np.flatnonzero(codes == ord(one_char))
     fields = np.searchsorted(separators, ends) - np.searchsorted(separators, starts) + 1
-    carriage = (ends > starts) & (codes[np.maximum(ends - 1, 0)] == ord("\r"))
-    blank = ends - starts - carriage == 0
+    blank = ends == starts
     bad = np.flatnonzero(~blank & (fields != len(names)))
     if len(bad):
         raise _field_error(path, int(bad[0]) + 1, sep, len(names), int(fields[bad[0]]))
@@ -263,8 +302,6 @@ def _parse_plain(
         lineterminator="\n",
     )
     frame.index = pd.RangeIndex(1, len(frame) + 1)
-    if carriage.any():
-        frame[names[-1]] = frame[names[-1]].str.removesuffix("\r")
     return frame[~blank].iloc[int(header) :]
 
 
@@ -272,27 +309,90 @@ def _parse_quoted(path: Path, text: str, sep: str, names: list[str], header: boo
     """CSV with quoted fields (titles holding commas): the csv module, tracking lines."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
     rows, lines, line = [], [], 1
-    for row in reader:
-        if row and not (header and line == 1):
-            if len(row) != len(names):
-                raise _field_error(path, line, sep, len(names), len(row))
-            rows.append(row)
-            lines.append(line)
-        line = reader.line_num + 1
+    try:
+        for row in reader:
+            if row and not (header and line == 1):
+                if len(row) != len(names):
+                    raise _field_error(path, line, sep, len(names), len(row))
+                rows.append(row)
+                lines.append(line)
+            line = reader.line_num + 1
+    except csv.Error as err:
+        raise InputError(path, f"expected CSV fields ({err})", line=line) from None
     return pd.DataFrame(rows, columns=names, index=lines, dtype=str)
 
 
+def _exact_integer(value: object) -> int | Decimal | None:
+    """`value` as a number when it is written as a whole number, else None: an int, or a
+    Decimal for magnitudes of 10**19 and more (beyond int64 either way, and cheap to keep
+    when the exponent is huge)."""
+    if isinstance(value, bool):  # JSON true/false are not numbers
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    if not number.is_finite() or number != number.to_integral_value():
+        return None
+    return int(number) if number.adjusted() < 19 else number
+
+
+def _bad_value(
+    frame: pd.DataFrame, column: str, path: Path, bad: np.ndarray, expected: str
+) -> InputError:
+    """The error for the first row flagged in `bad`, showing the value as the file has it."""
+    position = int(np.argmax(bad))
+    found = frame[column].iloc[position]
+    found = found.item() if isinstance(found, np.generic) else found
+    line = int(frame.index[position])
+    return InputError(path, f"expected {expected}, found {found!r}", line=line, column=column)
+
+
 def _numbers(frame: pd.DataFrame, column: str, path: Path, *, integer: bool) -> pd.Series:
-    values = pd.to_numeric(frame[column], errors="coerce")
-    bad = values.isna()
-    if integer:
-        bad |= np.isinf(values) | (values % 1 != 0)
-    if bad.any():
-        line = int(bad.idxmax())
-        kind = "an integer" if integer else "a number"
-        found = frame.at[line, column]
-        raise InputError(path, f"expected {kind}, found {found!r}", line=line, column=column)
-    return values.astype("int64" if integer else "float64")
+    """`column` as int64 or float64; a value that is not one (a word, a fraction for an
+    integer, an integer beyond int64, a non-finite number, a JSON boolean) is an error that
+    shows the value as written."""
+    raw = frame[column]
+    if raw.dtype == object or pd.api.types.is_bool_dtype(raw):  # parsed JSON
+        is_bool = raw.map(lambda value: isinstance(value, bool | np.bool_)).to_numpy(bool)
+        if is_bool.any():
+            raise _bad_value(frame, column, path, is_bool, "a number")
+    values = pd.to_numeric(raw, errors="coerce")
+    if integer and values.dtype != np.int64:
+        # Some value is not a plain int64 literal: parse each exactly, since float64 would
+        # round large integers and the cast to int64 would wrap those beyond its range.
+        exact = raw.map(_exact_integer)
+        not_integer = exact.isna().to_numpy()
+        if not_integer.any():
+            raise _bad_value(frame, column, path, not_integer, "an integer")
+        low, high = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+        overflow = exact.map(lambda value: not low <= value <= high).to_numpy(bool)
+        if overflow.any():
+            expected = f"an integer from {low} to {high} (int64)"
+            raise _bad_value(frame, column, path, overflow, expected)
+        values = exact
+    if not integer:
+        not_finite = ~np.isfinite(values.to_numpy(dtype="float64", na_value=np.nan))
+        if not_finite.any():
+            raise _bad_value(frame, column, path, not_finite, "a finite number")
+    return pd.Series(values.to_numpy("int64" if integer else "float64"), index=frame.index)
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, str | int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _ids(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    """`column` as str ids; parsed JSON values other than strings and integers are an
+    error."""
+    raw = frame[column]
+    if not isinstance(raw.dtype, pd.StringDtype):
+        bad = ~raw.map(_is_id).to_numpy(bool)
+        if bad.any():
+            raise _bad_value(frame, column, path, bad, "a string or integer id")
+    return raw.astype(str)
 
 
 def _interactions(
@@ -301,8 +401,8 @@ def _interactions(
     """The canonical interactions frame from the source's column names."""
     return pd.DataFrame(
         {
-            "user_id": frame[user].astype(str),
-            "item_id": frame[item].astype(str),
+            "user_id": _ids(frame, user, path),
+            "item_id": _ids(frame, item, path),
             "timestamp": _numbers(frame, timestamp, path, integer=True),
             "rating": _numbers(frame, rating, path, integer=False),
         },
@@ -447,7 +547,7 @@ def _amazon_items(
         return frame[field].map(lambda value: _flatten(value, separators))
 
     return _items(
-        frame.asin,
+        _ids(frame, "asin", path),
         text("title", " "),
         brand=text("brand", " "),
         categories=text(*categories),
@@ -469,8 +569,10 @@ def _amazon_2018_items(path: Path) -> pd.DataFrame:
 
 
 def _sequence_interactions(path: Path) -> pd.DataFrame:
-    """`user item item ...` per line, oldest first: the position is the timestamp."""
+    """`user item item ...` per line, oldest first: the position is the timestamp. A user on
+    two lines is an error: the two histories' order would be unknown."""
     users, items, positions, lines = [], [], [], []
+    first_line: dict[str, int] = {}
     for line, content in enumerate(_lines(_read_text(path, "utf-8")), start=1):
         fields = content.split()
         if not fields:
@@ -478,6 +580,14 @@ def _sequence_interactions(path: Path) -> pd.DataFrame:
         if len(fields) < 2:
             raise InputError(
                 path, "expected a user id and at least one item id separated by spaces", line=line
+            )
+        earlier = first_line.setdefault(fields[0], line)
+        if earlier != line:
+            raise InputError(
+                path,
+                f"expected one line per user, found user {fields[0]!r} again (first on line "
+                f"{earlier})",
+                line=line,
             )
         count = len(fields) - 1
         users += [fields[0]] * count

@@ -1,0 +1,198 @@
+"""MLflow runs end with the status of how their training ended, killed ones included."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from lite_rec.cli import main
+from lite_rec.tracking import (
+    HOST_TAG,
+    KILLED_REASON_TAG,
+    PID_TAG,
+    PROCESS_START_TAG,
+    Tracking,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+# A training that takes long enough to be stopped: it prints its run id, then waits.
+VICTIM = """
+import signal, sys, time
+from lite_rec.tracking import Tracking
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, not a background job
+with Tracking(sys.argv[1]).run(name="victim") as run:
+    print(run.info.run_id, flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture
+def tracking(tmp_path: Path) -> Tracking:
+    return Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def status(tracking: Tracking, run_id: str) -> str:
+    return tracking.client().get_run(run_id).info.status
+
+
+def start_victim(tracking: Tracking) -> tuple[subprocess.Popen, str]:
+    victim = subprocess.Popen(
+        [sys.executable, "-c", VICTIM, tracking.uri],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run_id = victim.stdout.readline().strip()
+    if not run_id:
+        victim.kill()
+        pytest.fail(f"the tracked process died before its run started: {victim.stderr.read()}")
+    return victim, run_id
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_stopped_run_ends_killed_and_the_process_exits_by_the_signal(
+    tracking: Tracking, stop: signal.Signals
+) -> None:
+    victim, run_id = start_victim(tracking)
+    assert status(tracking, run_id) == "RUNNING"
+    victim.send_signal(stop)
+    assert victim.wait(timeout=60) == -stop
+    victim.stderr.close()
+    assert status(tracking, run_id) == "KILLED"
+
+
+def test_run_of_a_process_killed_outright_is_marked_killed_by_the_next_start(
+    tracking: Tracking, caplog: pytest.LogCaptureFixture
+) -> None:
+    victim, run_id = start_victim(tracking)
+    victim.kill()
+    assert victim.wait(timeout=60) == -signal.SIGKILL
+    victim.stderr.close()
+    assert status(tracking, run_id) == "RUNNING"
+
+    with caplog.at_level(logging.WARNING, logger="lite_rec.tracking"):
+        with tracking.run(name="next"):
+            pass
+        with tracking.run(name="after"):
+            pass
+    run = tracking.client().get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert f"process {victim.pid} on {socket.gethostname()}" in run.data.tags[KILLED_REASON_TAG]
+    (warning,) = caplog.records  # once: a KILLED run is not swept again
+    assert run_id in warning.getMessage()
+
+
+def test_exception_ends_run_failed(tracking: Tracking) -> None:
+    with pytest.raises(RuntimeError), tracking.run(name="broken") as run:
+        raise RuntimeError("diverged")
+    assert status(tracking, run.info.run_id) == "FAILED"
+
+
+def test_live_run_of_this_process_is_never_swept(tracking: Tracking) -> None:
+    with tracking.run(name="live") as run:
+        assert tracking.sweep_stale_runs() == []
+        assert status(tracking, run.info.run_id) == "RUNNING"
+    assert status(tracking, run.info.run_id) == "FINISHED"
+
+
+def test_sweep_tells_a_reused_pid_from_its_first_process_and_skips_other_hosts(
+    tracking: Tracking,
+) -> None:
+    tracking.activate()
+    client = tracking.client()
+    experiment_id = client.get_experiment_by_name(tracking.experiment).experiment_id
+
+    def running_run(host: str, pid: int, started: str) -> str:
+        tags = {HOST_TAG: host, PID_TAG: str(pid), PROCESS_START_TAG: started}
+        return client.create_run(experiment_id, tags=tags).info.run_id
+
+    reused = running_run(socket.gethostname(), os.getpid(), "1000000000.00")  # 2001
+    elsewhere = running_run("another-host", 1, "1000000000.00")
+    untagged = client.create_run(experiment_id).info.run_id
+    assert tracking.sweep_stale_runs() == [reused]
+    assert [status(tracking, run_id) for run_id in (reused, elsewhere, untagged)] == [
+        "KILLED",
+        "RUNNING",
+        "RUNNING",
+    ]
+
+
+def test_signal_handlers_are_installed_for_the_run_only(tracking: Tracking) -> None:
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with tracking.run(name="handled"):
+        assert signal.getsignal(signal.SIGTERM) not in before
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_run_in_a_worker_thread_leaves_signal_handlers_alone(tracking: Tracking) -> None:
+    tracking.activate()  # the experiment, created once outside the thread
+    before = signal.getsignal(signal.SIGTERM)
+    seen, errors = [], []
+
+    def train() -> None:
+        try:
+            with tracking.run(name="threaded") as run:
+                seen.append(signal.getsignal(signal.SIGTERM))
+            seen.append(run.info.run_id)
+        except Exception as error:  # reported below, in the main thread
+            errors.append(error)
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    worker.join(timeout=60)
+    assert not errors and seen[0] is before
+    assert status(tracking, seen[1]) == "FINISHED"
+
+
+@pytest.mark.parametrize("uri", ["mlruns", "/tmp/mlruns", "./runs/mlflow.db"])
+def test_plain_path_uri_is_refused_naming_the_option_and_the_accepted_forms(uri: str) -> None:
+    with pytest.raises(ValueError, match=r"--tracking-uri .* plain path") as error:
+        Tracking(uri).activate()
+    for accepted in ("sqlite:///", "file:///", "http(s)://", "postgresql://"):
+        assert accepted in str(error.value)
+
+
+def test_plain_path_in_the_environment_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "mlruns")
+    with pytest.raises(ValueError, match="MLFLOW_TRACKING_URI 'mlruns' is a plain path"):
+        Tracking().client()
+
+
+def test_file_store_is_refused_unless_mlflow_allows_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(ValueError, match="MLFLOW_ALLOW_FILE_STORE=true"):
+        Tracking(tmp_path.as_uri()).activate()
+
+
+def test_cli_turns_a_plain_path_uri_into_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    assert main(["rollback", "--model", "m", "--tracking-uri", "mlruns"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "--tracking-uri 'mlruns' is a plain path" in line
+
+
+def test_relative_sqlite_uri_keeps_artifacts_at_an_absolute_location(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    tracking = Tracking("sqlite:///runs/mlflow.db")
+    with tracking.run(name="relative") as run:
+        pass
+    assert run.info.artifact_uri.startswith((tmp_path / "runs" / "artifacts").as_uri())
+    assert status(tracking, run.info.run_id) == "FINISHED"
+    mlflow.set_tracking_uri(None)  # the relative URI means another store once the cwd is back
