@@ -92,17 +92,19 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from lite_rec.pipeline import evaluate_rec_model
+    from lite_rec.outputs import write_file_atomically
+    from lite_rec.pipeline import check_metrics_file, evaluate_rec_model
     from lite_rec.sequences import load_sequences
     from lite_rec.tracking import Tracking
 
+    if args.out:
+        check_metrics_file(args.out)
     tracking = None if args.no_mlflow else Tracking(args.tracking_uri)
     metrics = evaluate_rec_model(
         load_sequences(args.data_dir), args.model_dir, args.split, tracking
     )
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(metrics, indent=2) + "\n")
+        write_file_atomically(args.out, json.dumps(metrics, indent=2) + "\n")
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -121,14 +123,48 @@ def _recommend(args: argparse.Namespace) -> int:
 
         from lite_rec.tracking import Tracking
 
-        mlflow.set_tracking_uri(Tracking(args.tracking_uri).resolved_uri)
-        model_uri = f"models:/{args.model}"
-        recommender = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().recommender
-    else:
+        uri = Tracking(args.tracking_uri).resolved_uri
+        mlflow.set_tracking_uri(uri)
+        try:
+            # suppress_warnings skips comparing the model's pip requirements with every
+            # installed distribution, which takes longer than scoring (the server keeps it).
+            pyfunc = mlflow.pyfunc.load_model(f"models:/{args.model}", suppress_warnings=True)
+        except mlflow.exceptions.MlflowException as error:
+            reason = str(error).strip().splitlines()[0]
+            raise ValueError(
+                f"--model {args.model}: not in the registry at {uri} ({reason}); expected "
+                "NAME@ALIAS or NAME/VERSION of a registered model"
+            ) from None
+        recommender = pyfunc.unwrap_python_model().recommender
+    else:  # no MLflow import: a model directory needs torch and the model only
         recommender = Recommender.load(args.model_dir)
     history = [item.strip() for item in args.history.split(",") if item.strip()]
     for item, score in recommender.recommend([history], args.k)[0]:
         print(f"{item}\t{score:.4f}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from lite_rec.server import ModelSource, serve
+
+    source = ModelSource(args.model or "", str(args.model_dir or ""), args.tracking_uri)
+    serve(source, _config(args).serving, args.host, args.port, args.workers)
+    return 0
+
+
+def _register(args: argparse.Namespace) -> int:
+    from lite_rec.pipeline import load_trained_model
+    from lite_rec.registry import GatePolicy, register_and_gate, registered_model_name
+    from lite_rec.sequences import load_sequences
+    from lite_rec.tracking import Tracking
+
+    tracking = Tracking(args.tracking_uri)
+    trained = load_trained_model(args.model_dir, tracking)
+    name = args.model or registered_model_name(Path(trained.config.data.source).name)
+    policy = GatePolicy(args.metric, args.min_margin)
+    decision = register_and_gate(trained, load_sequences(args.data_dir), name, tracking, policy)
+    verdict = "promoted to champion" if decision.promoted else "not promoted"
+    print(f"{name} version {decision.version} {verdict}: {decision.reason}")
     return 0
 
 
@@ -304,6 +340,45 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--k", type=int, default=10)
     recommend.add_argument("--tracking-uri", default="")
     recommend.set_defaults(run=_recommend)
+
+    serve = commands.add_parser(
+        "serve",
+        help="the model server: MLflow's scoring protocol, batched, following the alias",
+        description="Serve a registered model (NAME@ALIAS, followed through promotions and "
+        "rollbacks every serving.reload_seconds; or NAME/VERSION) or a model directory on POST "
+        "/invocations, as `mlflow models serve` does, with /ping and /health. Bounds and "
+        "reloading come from params.yaml's serving section (--set serving.max_k=100).",
+    )
+    serve.add_argument("model_dir", type=Path, nargs="?", help="a `lite-rec train` output")
+    serve.add_argument(
+        "--model", default=None, help="a registered model instead: NAME@ALIAS or NAME/VERSION"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--workers", type=int, default=1, help="processes, each with its own model (1)"
+    )
+    serve.add_argument("--tracking-uri", default="")
+    serve.add_argument("--params", type=Path, default=None, help="params file (params.yaml)")
+    serve.add_argument("--set", action="append", default=[], metavar="SERVING.KEY=VALUE")
+    serve.set_defaults(run=_serve)
+
+    register = commands.add_parser(
+        "register",
+        help="register a trained model and let the gate decide whether it becomes champion",
+        description="Register MODEL_DIR's logged model as a new version (alias challenger) and "
+        "promote it to champion only when it beats the current champion on DATA_DIR's "
+        "validation split, under the same lock the pipeline's gate takes.",
+    )
+    register.add_argument("data_dir", type=Path, help="what `lite-rec prepare` wrote")
+    register.add_argument("model_dir", type=Path, help="what `lite-rec train` wrote")
+    register.add_argument(
+        "--model", default=None, help="registered model name (default: lite_rec_<dataset>)"
+    )
+    register.add_argument("--metric", default="valid_ndcg_at_10", help="the gate's metric")
+    register.add_argument("--min-margin", type=float, default=0.0, help="needed gain (0)")
+    register.add_argument("--tracking-uri", default="")
+    register.set_defaults(run=_register)
 
     for command, text in (
         ("promote", "make a registered model version the champion, by hand"),

@@ -104,6 +104,17 @@ class TrainConfig:
     device: str = "cpu"  # a torch device; resuming is bit-identical on cpu
 
 
+@dataclass
+class ServingConfig:
+    """Bounds and reloading of the model server (`lite-rec serve`) and the MLflow pyfunc."""
+
+    max_k: int = 1000  # the most items one row may ask for
+    max_rows: int = 1000  # the most rows (users) one request may hold
+    max_request_mb: float = 16.0  # a larger request body is refused before it is read
+    reload_seconds: float = 10.0  # how often `lite-rec serve` checks the alias's version
+    threads: int = 1  # torch threads of the server's scoring (the HTTP side needs a core too)
+
+
 # What a key's behaviour was before the key existed. A saved config (a checkpoint, a trained
 # model's model_config.json) that lacks a key was written by code that behaved so, whatever the
 # default is now: reading it with today's default would silently change an old model.
@@ -131,6 +142,7 @@ class Config:
     item_llm: ItemLLMConfig = field(default_factory=ItemLLMConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -187,9 +199,8 @@ def load_config(params_file: str | Path | None = None, overrides: list[str] = ()
     """Defaults from `params.yaml` (when present), then `--set` overrides."""
     path = Path(params_file) if params_file else PARAMS_FILE
     values: dict[str, Any] = yaml.safe_load(path.read_text()) if path.exists() else {}
-    values = {
-        k: v for k, v in (values or {}).items() if k in {"data", "item_llm", "model", "train"}
-    }
+    sections = {section.name for section in dataclasses.fields(Config)}
+    values = {k: v for k, v in (values or {}).items() if k in sections}
     for section, entries in parse_overrides(list(overrides)).items():
         values.setdefault(section, {}).update(entries)
     return config_from_dict(values)

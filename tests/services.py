@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -78,6 +79,9 @@ def stack_settings(postgres_port: int, root: Path) -> dict[str, str]:
         "MLFLOW_PORT": str(free_port()),
         "MLFLOW_BIND_ADDRESS": "127.0.0.1",
         "MLFLOW_ARTIFACTS_DESTINATION": str(root / "mlartifacts"),
+        "MODEL_SERVER_PORT": str(free_port()),
+        "MODEL_SERVER_BIND_ADDRESS": "127.0.0.1",
+        "LITE_REC_MODEL": "lite_rec_raw",  # the dataset folder of the tests' pipeline run
     }
 
 
@@ -172,6 +176,16 @@ def start_service(
         start_new_session=True,
         cwd=cwd,
     )
+
+
+def stop_process_group(process: subprocess.Popen, seconds: float = 30) -> None:
+    """SIGTERM a service's process group by its PID; SIGKILL what is left after `seconds`."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen, log_file: Path, seconds: float) -> None:

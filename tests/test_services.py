@@ -9,14 +9,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
 import psycopg
 import pytest
+import requests
 
 from lite_rec.registry import HISTORY_TAG, LOCK_URI_ENV, libpq_uri
 from lite_rec.tracking import Tracking
@@ -37,22 +36,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     """Postgres, its roles and databases, `mlflow server` and the Dagster instance settings,
     all from docker/compose.yaml, docker/postgres-init.sh and docker/dagster.yaml."""
     root = tmp_path_factory.mktemp("stack")
-    cluster = services.PostgresCluster().start()
-    settings = services.stack_settings(cluster.port, root)
-    compose = services.compose_file(settings)
-    init_env = {**os.environ, **compose["services"]["postgres"]["environment"]}
-    subprocess.run(
-        [str(services.DOCKER / "postgres-init.sh")],
-        env={**init_env, **cluster.superuser_env()},
-        check=True,
-        capture_output=True,
-    )
-    mlflow_service = compose["services"]["mlflow"]
-    log = root / "mlflow-server.log"
-    server = services.start_service(mlflow_service, {}, log, cwd=root)
-    tracking_uri = f"http://127.0.0.1:{settings['MLFLOW_PORT']}"
+    cluster = services.PostgresCluster()
+    server = None
     saved = dict(os.environ)
     try:
+        cluster.start()
+        settings = services.stack_settings(cluster.port, root)
+        compose = services.compose_file(settings)
+        init_env = {**os.environ, **compose["services"]["postgres"]["environment"]}
+        subprocess.run(
+            [str(services.DOCKER / "postgres-init.sh")],
+            env={**init_env, **cluster.superuser_env()},
+            check=True,
+            capture_output=True,
+        )
+        log = root / "mlflow-server.log"
+        server = services.start_service(compose["services"]["mlflow"], {}, log, cwd=root)
+        tracking_uri = f"http://127.0.0.1:{settings['MLFLOW_PORT']}"
         services.wait_until_healthy(f"{tracking_uri}/health", server, log, seconds=180)
         home = root / "dagster_home"
         home.mkdir()
@@ -70,12 +70,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     finally:
         os.environ.clear()
         os.environ.update(saved)
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        if server is not None:
+            services.stop_process_group(server)
         cluster.stop()
 
 
@@ -125,7 +121,7 @@ def test_the_pipeline_runs_through_the_stack_and_the_champion_is_served(
     from orchestration.definitions import data_assets, data_checks, model_assets, registry_assets
     from orchestration.resources import MlflowTracking, Workspace
 
-    root = stack["root"]
+    root, tracking_uri = stack["root"], stack["tracking"].resolved_uri
     source = write_movielens(root / "raw", users=9, items=7)
     overrides = {"config": {"overrides": tiny_settings(tiny_model)}}
     instance = dg.DagsterInstance.get()  # docker/dagster.yaml: Postgres storage
@@ -161,17 +157,22 @@ def test_the_pipeline_runs_through_the_stack_and_the_champion_is_served(
     artifacts = Path(stack["settings"]["MLFLOW_ARTIFACTS_DESTINATION"])
     assert any(artifacts.rglob("model.pt")), "the server stored no model artifacts"
 
-    served = subprocess.run(
-        [sys.executable, "-m", "lite_rec.cli", "recommend", "--model", f"{decision.name}@champion"]
-        + ["--history", "1,2,3", "--k", "3"],
-        env={**os.environ, "PGPASSWORD": ""},  # a reader needs no database password
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert served.returncode == 0, served.stderr
-    lines = served.stdout.splitlines()
-    assert len(lines) == 3 and all(line.split("\t")[0] in set("4567") for line in lines)
+    model_server = stack["compose"]["services"]["model-server"]
+    log, port = root / "model-server.log", stack["settings"]["MODEL_SERVER_PORT"]
+    server = services.start_service(model_server, {"MLFLOW_TRACKING_URI": tracking_uri}, log)
+    try:
+        services.wait_until_healthy(f"http://127.0.0.1:{port}/health", server, log, seconds=180)
+        answer = requests.post(
+            f"http://127.0.0.1:{port}/invocations",
+            json={"dataframe_records": [{"history": ["1", "2", "3"], "k": 3}]},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["X-Model-Version"] == str(decision.version)
+        [prediction] = answer.json()["predictions"]
+        assert len(prediction["item_ids"]) == 3 and set(prediction["item_ids"]) <= set("4567")
+    finally:
+        services.stop_process_group(server)
 
 
 def test_three_processes_racing_the_gate_always_crown_the_best_model(stack: dict) -> None:

@@ -1,4 +1,6 @@
-"""`mlflow models serve -m models:/NAME@champion` for real, on a free 127.0.0.1 port."""
+"""`mlflow models serve -m models:/NAME@champion` for real, on a free 127.0.0.1 port: the pyfunc
+refuses what `parse_requests` refuses. Its helpers start and stop `lite-rec serve` as well
+(tests/test_server.py)."""
 
 from __future__ import annotations
 
@@ -107,5 +109,8 @@ def test_champion_answers_top_k_raw_ids_and_rejects_malformed_requests(server) -
     assert broken.status_code == 400 and "json" in broken.text.lower()
     missing = invoke(url, records({"k": 3}))
     assert missing.status_code == 400 and "history" in missing.json()["message"]
-    bad_k = invoke(url, records({"history": ids[:1], "k": 0}))
-    assert bad_k.status_code == 400 and "positive integer" in bad_k.json()["message"]
+    for k in (0, 1001):  # serving.max_k is 1000
+        bad_k = invoke(url, records({"history": ids[:1], "k": k}))
+        assert bad_k.status_code == 400 and "from 1 to 1000" in bad_k.json()["message"]
+    too_many = invoke(url, records(*[{"history": ids[:1]}] * 1001))  # serving.max_rows
+    assert too_many.status_code == 400 and "at most 1000 rows" in too_many.json()["message"]

@@ -368,3 +368,16 @@ def test_recommend_excludes_history_and_sorts(tmp_path):
     batch_indices, _ = recommend(model, [np.array([3, 4, 5]), np.array([1])], k=5)
     assert batch_indices.shape == (2, 5) and (batch_indices[0] == indices).all()
     assert 4 in recommend(model, [3, 4, 5], k=20, exclude_history=False)[0]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_two_uninterrupted_runs_end_with_bit_identical_weights(tmp_path, threads):
+    data = cyclic_data(60, 120, min_length=8, spread=6)
+    model_config = ModelConfig(item_repr="id", hidden_size=32, num_heads=2, max_len=16)
+    train_config = TrainConfig(epochs=2, batch_size=32, threads=threads, patience=2)
+    runs = [
+        train(data, None, model_config, train_config, tmp_path / str(run), progress=False)
+        for run in range(2)
+    ]
+    first, second = (run.model.state_dict() for run in runs)
+    assert all(torch.equal(first[key], second[key]) for key in first)
