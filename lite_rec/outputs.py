@@ -27,6 +27,12 @@ class OutputError(ValueError):
     """An `--out` that lite-rec refuses to write, named with the reason."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _is_within(path: Path, parent: Path) -> bool:
     return path == parent or parent in path.parents
 
@@ -145,6 +151,7 @@ def staged_output(
             staging.mkdir(exist_ok=True)
         else:
             staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+            os.chmod(staging, 0o777 & ~_umask())  # as mkdir would make it, not mkdtemp's 0700
         try:
             yield staging
             write_marker(staging, kind)
@@ -160,6 +167,7 @@ def write_file_atomically(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.fchmod(handle, 0o666 & ~_umask())  # as open would make it, not mkstemp's 0600
     try:
         with os.fdopen(handle, "w") as file:
             file.write(text)

@@ -188,15 +188,19 @@ def stop_process_group(process: subprocess.Popen, seconds: float = 30) -> None:
         process.wait()
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen, log_file: Path, seconds: float) -> None:
+def wait_until_healthy(
+    url: str, process: subprocess.Popen, seconds: float = 90, log_file: Path | None = None
+) -> None:
+    """Until `url` answers 200; fails at once, with the end of `log_file`, if `process` exits."""
     deadline = time.monotonic() + seconds
+    tail = lambda: log_file.read_text()[-3000:] if log_file else ""  # noqa: E731
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"exited with {process.returncode}:\n{log_file.read_text()[-3000:]}")
+            raise AssertionError(f"server exited with {process.returncode}:\n{tail()}")
         try:
             if requests.get(url, timeout=2).ok:
                 return
         except requests.RequestException:
             pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not answer within {seconds} s:\n{log_file.read_text()[-3000:]}")
+        time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer within {seconds} s:\n{tail()}")

@@ -18,8 +18,7 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster._core.run_coordinator import QueuedRunCoordinator
 
 from lite_rec.config import PROJECT_ROOT
-from tests.services import compose_file
-from tests.test_serving_http import free_port, wait_until_up
+from tests.services import compose_file, free_port, wait_until_healthy
 
 QUERY = """{
   repositoriesOrError {
@@ -60,7 +59,7 @@ def test_dagster_dev_serves_the_definitions_and_stops_cleanly(tmp_path: Path) ->
         signal.signal(signal.SIGINT, sigint_before)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(f"{url}/server_info", process, seconds=120)
+        wait_until_healthy(f"{url}/server_info", process, seconds=120)
         response = requests.post(f"{url}/graphql", json={"query": QUERY}, timeout=60)
         [repository] = response.json()["data"]["repositoriesOrError"]["nodes"]
         children = psutil.Process(process.pid).children(recursive=True)

@@ -2,6 +2,7 @@
 wrote it, a model folder is replaced whole, and one writer at a time."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,13 @@ import pytest
 from lite_rec import pipeline
 from lite_rec.cli import main
 from lite_rec.config import Config, ModelConfig, TrainConfig
-from lite_rec.outputs import MARKER_FILE, OutputError, output_lock, staged_output
+from lite_rec.outputs import (
+    MARKER_FILE,
+    OutputError,
+    output_lock,
+    staged_output,
+    write_file_atomically,
+)
 from lite_rec.tracking import Tracking
 from tests.conftest import cyclic_data, write_movielens
 
@@ -144,3 +151,13 @@ def test_evaluate_refuses_to_overwrite_a_file_that_is_not_its_metrics(tmp_path, 
     assert code == 2
     assert "not a metrics file lite-rec wrote" in capsys.readouterr().err
     assert out.read_text() == '{"title": "my report"}'
+
+
+def test_outputs_get_the_permissions_mkdir_and_open_would_give(tmp_path):
+    with staged_output(tmp_path / "out", "prepared", ["stats.json"]) as staging:
+        (staging / "stats.json").write_text("{}")
+    write_file_atomically(tmp_path / "metrics.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~mask
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~mask

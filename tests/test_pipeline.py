@@ -31,6 +31,18 @@ def tiny_settings(tiny_model: str) -> list[str]:
     ]
 
 
+def tiny_run_config(source: Path, tiny_model: str) -> dict:
+    """Run config of the pipeline's assets on `source` with the tiny models."""
+    overrides = {"config": {"overrides": tiny_settings(tiny_model)}}
+    return {
+        "ops": {
+            "raw_tables": {"config": {"source": str(source)}},
+            "item_embeddings": overrides,
+            "rec_model": overrides,
+        }
+    }
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> dict:
     root = tmp_path_factory.mktemp("pipeline")
@@ -148,20 +160,13 @@ def test_recommend_cli_prints_raw_ids(trained: dict, capsys) -> None:
 
 def test_main_job_assets_run_end_to_end(tmp_path: Path, tiny_model: str) -> None:
     source = write_movielens(tmp_path / "raw", users=9, items=7)
-    overrides = {"config": {"overrides": tiny_settings(tiny_model)}}
     result = dg.materialize(
         data_assets + data_checks + model_assets,
         resources={
             "workspace": Workspace(root=str(tmp_path)),
             "mlflow_tracking": MlflowTracking(uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
         },
-        run_config={
-            "ops": {
-                "raw_tables": {"config": {"source": str(source)}},
-                "item_embeddings": overrides,
-                "rec_model": overrides,
-            }
-        },
+        run_config=tiny_run_config(source, tiny_model),
     )
     assert result.success
     metrics = result.output_for_node("evaluation")

@@ -24,8 +24,9 @@ from lite_rec.sequences import SequenceData
 from lite_rec.serving import Recommender, parse_requests
 from lite_rec.tracking import Tracking
 from tests.conftest import cyclic_data
+from tests.services import free_port, wait_until_healthy
 from tests.test_registry import train_tiny
-from tests.test_serving_http import free_port, stop, wait_until_up
+from tests.test_serving_http import stop
 
 NAME = "lite_rec_server"
 LIMITS = ServingConfig(max_k=50, max_rows=5)
@@ -91,7 +92,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
             command, cwd=root, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/ping", process)
+        wait_until_healthy(f"http://127.0.0.1:{port}/ping", process)
         models = {"1": first.model_dir, "2": second.model_dir}
         yield Served(f"http://127.0.0.1:{port}", process, log_file, tracking, data, models)
     finally:

@@ -22,7 +22,7 @@ from lite_rec.tracking import Tracking
 from tests import services
 from tests.conftest import cyclic_data, write_movielens
 from tests.registry_race import gate_in_turn
-from tests.test_pipeline import tiny_settings
+from tests.test_pipeline import tiny_run_config
 from tests.test_registry import train_tiny
 
 pytestmark = pytest.mark.slow
@@ -53,7 +53,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         log = root / "mlflow-server.log"
         server = services.start_service(compose["services"]["mlflow"], {}, log, cwd=root)
         tracking_uri = f"http://127.0.0.1:{settings['MLFLOW_PORT']}"
-        services.wait_until_healthy(f"{tracking_uri}/health", server, log, seconds=180)
+        services.wait_until_healthy(f"{tracking_uri}/health", server, 180, log)
         home = root / "dagster_home"
         home.mkdir()
         shutil.copy(services.DOCKER / "dagster.yaml", home / "dagster.yaml")
@@ -123,7 +123,6 @@ def test_the_pipeline_runs_through_the_stack_and_the_champion_is_served(
 
     root, tracking_uri = stack["root"], stack["tracking"].resolved_uri
     source = write_movielens(root / "raw", users=9, items=7)
-    overrides = {"config": {"overrides": tiny_settings(tiny_model)}}
     instance = dg.DagsterInstance.get()  # docker/dagster.yaml: Postgres storage
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
     result = dg.materialize(
@@ -133,13 +132,7 @@ def test_the_pipeline_runs_through_the_stack_and_the_champion_is_served(
             "workspace": Workspace(root=str(root)),
             "mlflow_tracking": MlflowTracking(experiment="services-test"),
         },
-        run_config={
-            "ops": {
-                "raw_tables": {"config": {"source": str(source)}},
-                "item_embeddings": overrides,
-                "rec_model": overrides,
-            }
-        },
+        run_config=tiny_run_config(source, tiny_model),
     )
     assert result.success
     decision = result.output_for_node("registered_model")
@@ -161,7 +154,7 @@ def test_the_pipeline_runs_through_the_stack_and_the_champion_is_served(
     log, port = root / "model-server.log", stack["settings"]["MODEL_SERVER_PORT"]
     server = services.start_service(model_server, {"MLFLOW_TRACKING_URI": tracking_uri}, log)
     try:
-        services.wait_until_healthy(f"http://127.0.0.1:{port}/health", server, log, seconds=180)
+        services.wait_until_healthy(f"http://127.0.0.1:{port}/health", server, 180, log)
         answer = requests.post(
             f"http://127.0.0.1:{port}/invocations",
             json={"dataframe_records": [{"history": ["1", "2", "3"], "k": 3}]},

@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -20,29 +18,10 @@ import requests
 from lite_rec import registry
 from lite_rec.tracking import Tracking
 from tests.conftest import cyclic_data
+from tests.services import free_port, wait_until_healthy
 from tests.test_registry import train_tiny
 
 NAME = "lite_rec_served"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}")
-        try:
-            if requests.get(url, timeout=1).ok:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer within {seconds} s")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -76,7 +55,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
     process = subprocess.Popen(command, env=env, cwd=root, start_new_session=True)
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/ping", process)
+        wait_until_healthy(f"http://127.0.0.1:{port}/ping", process)
         yield f"http://127.0.0.1:{port}", data
     finally:
         stop(process)
