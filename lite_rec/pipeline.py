@@ -18,21 +18,14 @@ import yaml
 
 from lite_rec.config import Config, config_from_dict
 from lite_rec.evaluate import evaluate
+from lite_rec.model_io import MODEL_CONFIG_FILE, MODEL_FILE, load_model, trained_on_validation_items
 from lite_rec.outputs import OutputError, staged_output
 from lite_rec.plots import learning_curve, metrics_table
 from lite_rec.recipe import apply_recipe
 from lite_rec.sequences import SequenceData
 from lite_rec.serving import CATALOG_FILE, write_catalog
 from lite_rec.tracking import Tracking, log_metrics, log_pyfunc
-from lite_rec.train import (
-    CHECKPOINT_FILE,
-    MODEL_CONFIG_FILE,
-    MODEL_FILE,
-    TrainResult,
-    load_model,
-    train,
-    trained_on_validation_items,
-)
+from lite_rec.train import CHECKPOINT_FILE, TrainResult, train
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ class Recommender:
 
     @classmethod
     def load(cls, model_dir: str | Path) -> Recommender:
-        from lite_rec.train import load_model
+        from lite_rec.model_io import load_model
 
         catalog = json.loads((Path(model_dir) / CATALOG_FILE).read_text())
         return cls(load_model(model_dir), catalog["item_ids"], np.array(catalog["train_counts"]))

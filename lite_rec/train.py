@@ -4,9 +4,7 @@ and a checkpoint every epoch from which a crashed run resumes to bit-identical w
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -24,14 +22,13 @@ from lite_rec.evaluate import evaluate
 from lite_rec.item_embeddings import ItemEncoder, item_text
 from lite_rec.item_tower import ItemTower
 from lite_rec.model import RecommendationLLM
+from lite_rec.model_io import atomic_save, save_model
 from lite_rec.recipe import apply_recipe
 from lite_rec.sequences import SequenceData
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
-MODEL_FILE = "model.pt"
-MODEL_CONFIG_FILE = "model_config.json"
 SELECTION_METRIC = "ndcg@10"
 # Train-config fields a resumed run may change without changing the result it converges to.
 # (`refit_epochs` acts after early stopping: a stopped run resumed with more refit epochs ends
@@ -148,12 +145,6 @@ def decay_on_plateau(scheduler, bad_epochs: int, config: TrainConfig) -> None:
         scheduler.base_lrs = [rate * config.lr_decay for rate in scheduler.base_lrs]
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
-
-
 def is_better(score: float, best: float, config: TrainConfig) -> bool:
     """Whether a validation score beats the best so far by more than `min_delta`."""
     return score > best + config.min_delta
@@ -189,7 +180,7 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, state, config: Tra
         "model_config": dataclasses.asdict(model.config),
         "train_config": dataclasses.asdict(config),
     }
-    _atomic_save(checkpoint, path)
+    atomic_save(checkpoint, path)
 
 
 def _restore_checkpoint(path: Path, model, optimizer, scheduler, config: TrainConfig) -> dict:
@@ -431,37 +422,3 @@ def _refit(run: _Run, data: SequenceData, state: dict[str, Any]) -> None:
         run.finish_epoch(
             state, row, f"refit epoch {refit}, validation items included: loss {row['loss']:.4f}"
         )
-
-
-def save_model(model: RecommendationLLM, out_dir: str | Path, refit_epochs: int = 0) -> None:
-    """`model.pt` (state dict, item text embeddings included) + `model_config.json`, which
-    also says how many refit epochs trained on the validation items."""
-    out_dir = Path(out_dir)
-    _atomic_save(model.state_dict(), out_dir / MODEL_FILE)
-    description = {
-        "model": dataclasses.asdict(model.config),
-        "n_items": model.n_items,
-        "text_dim": model.item_llm_dim,  # the key's name predates model.text_dim
-        "refit_epochs": refit_epochs,
-    }
-    (out_dir / MODEL_CONFIG_FILE).write_text(json.dumps(description, indent=2) + "\n")
-
-
-def trained_on_validation_items(out_dir: str | Path) -> bool:
-    """Whether the model `save_model` wrote to `out_dir` had refit epochs."""
-    description = json.loads((Path(out_dir) / MODEL_CONFIG_FILE).read_text())
-    return description.get("refit_epochs", 0) > 0
-
-
-def load_model(out_dir: str | Path) -> RecommendationLLM:
-    """Rebuild the model `save_model` wrote, in eval mode."""
-    out_dir = Path(out_dir)
-    description = json.loads((out_dir / MODEL_CONFIG_FILE).read_text())
-    config = ModelConfig(**saved_section("model", description["model"], ModelConfig()))
-    text_dim = description["text_dim"]
-    placeholder = (
-        np.zeros((description["n_items"], text_dim), dtype=np.float32) if text_dim else None
-    )
-    model = RecommendationLLM(config, description["n_items"], placeholder)
-    model.load_state_dict(torch.load(out_dir / MODEL_FILE, weights_only=True, map_location="cpu"))
-    return model.eval()

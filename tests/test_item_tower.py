@@ -13,7 +13,8 @@ from lite_rec.evaluate import evaluate
 from lite_rec.item_embeddings import ItemEncoder, item_embeddings
 from lite_rec.item_tower import ItemTower
 from lite_rec.model import ItemRepresentation, whitening
-from lite_rec.train import load_model, train
+from lite_rec.model_io import load_model
+from lite_rec.train import train
 from tests.conftest import cyclic_data
 from tests.test_train import assert_resume_after_crash_is_identical, small_configs
 

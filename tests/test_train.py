@@ -9,8 +9,9 @@ from lite_rec import train as train_module
 from lite_rec.config import ModelConfig, TrainConfig
 from lite_rec.evaluate import evaluate, recommend
 from lite_rec.model import RecommendationLLM
+from lite_rec.model_io import load_model
 from lite_rec.sequences import SequenceData
-from lite_rec.train import _record_epoch, load_model, train, traversal_windows
+from lite_rec.train import _record_epoch, train, traversal_windows
 from tests.conftest import assert_lr_follows_plateaus, cyclic_data
 
 DATA = {"n_items": 20, "n_users": 60, "min_length": 6, "spread": 5}
