@@ -44,10 +44,15 @@ HOST_TAG = "lite_rec.host"
 PID_TAG = "lite_rec.pid"
 PROCESS_START_TAG = "lite_rec.process_start"  # seconds since the epoch, as psutil gives it
 KILLED_REASON_TAG = "lite_rec.killed_reason"
+# On a finished run reopened to add to it (evaluate logs test metrics onto the training run):
+# an interrupted addition leaves the run FINISHED, its training having finished, and says so.
+REOPENED_TAG = "lite_rec.reopened_finished_run"
+REOPENED_OUTCOME_TAG = "lite_rec.reopened_outcome"
 # psutil derives a start time from boot time and clock ticks: it can move by a tick or so.
 START_TIME_TOLERANCE_SECONDS = 1.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 KILLED = RunStatus.to_string(RunStatus.KILLED)
+FINISHED = RunStatus.to_string(RunStatus.FINISHED)
 
 log = logging.getLogger(__name__)
 
@@ -175,18 +180,27 @@ class Tracking:
     def run(self, name: str | None = None, run_id: str | None = None):
         """The active MLflow run, new or resumed by `run_id`. It ends FINISHED, FAILED on an
         exception, or KILLED on SIGTERM/SIGINT, after which the process ends as it would have.
-        Runs of this experiment whose process died first are marked KILLED before it starts."""
+        A finished run reopened to add to it stays FINISHED whatever stops the addition (tag
+        `lite_rec.reopened_outcome` says what). Runs of this experiment whose process died
+        first are marked KILLED (a reopened finished run: FINISHED) before it starts."""
         self.activate()
         self.sweep_stale_runs()
         tags = _process_tags()
+        reopened = run_id is not None and self.client().get_run(run_id).info.status == FINISHED
+        if reopened:
+            tags[REOPENED_TAG] = "true"
         with (
             _stop_signals() as received,
             mlflow.start_run(run_name=name, run_id=run_id, tags=tags) as active,
         ):
             try:
                 yield active
-            except BaseException:
-                if received:
+            except BaseException as error:
+                outcome = "killed" if received else f"failed: {type(error).__name__}"
+                if reopened:
+                    mlflow.set_tag(REOPENED_OUTCOME_TAG, outcome)
+                    mlflow.end_run(FINISHED)
+                elif received:
                     mlflow.end_run(KILLED)
                 raise
 
@@ -209,12 +223,14 @@ class Tracking:
             if _process_alive(pid, started):
                 continue
             since = datetime.fromtimestamp(started).isoformat(timespec="seconds")
+            # A reopened finished run (evaluate adding to its training run) stays FINISHED.
+            ended = FINISHED if tags.get(REOPENED_TAG) == "true" else KILLED
             reason = (
                 f"process {pid} on {host} (started {since}) ended without ending the run; "
-                f"marked KILLED by process {os.getpid()}"
+                f"marked {ended} by process {os.getpid()}"
             )
             client.set_tag(run.info.run_id, KILLED_REASON_TAG, reason)
-            client.set_terminated(run.info.run_id, KILLED)
+            client.set_terminated(run.info.run_id, ended)
             stale.append(run.info.run_id)
         if stale:
             log.warning(

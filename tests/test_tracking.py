@@ -20,6 +20,8 @@ from lite_rec.tracking import (
     KILLED_REASON_TAG,
     PID_TAG,
     PROCESS_START_TAG,
+    REOPENED_OUTCOME_TAG,
+    REOPENED_TAG,
     Tracking,
 )
 
@@ -96,6 +98,33 @@ def test_exception_ends_run_failed(tracking: Tracking) -> None:
     with pytest.raises(RuntimeError), tracking.run(name="broken") as run:
         raise RuntimeError("diverged")
     assert status(tracking, run.info.run_id) == "FAILED"
+
+
+def test_a_finished_run_reopened_stays_finished_whatever_stops_the_addition(
+    tracking: Tracking,
+) -> None:
+    with tracking.run(name="training") as run:
+        pass
+    with pytest.raises(KeyboardInterrupt), tracking.run(run_id=run.info.run_id):
+        mlflow.log_metric("test_recall_at_10", 0.1)
+        raise KeyboardInterrupt  # evaluate stopped half-way
+    finished = tracking.client().get_run(run.info.run_id)
+    assert finished.info.status == "FINISHED"
+    assert finished.data.tags[REOPENED_OUTCOME_TAG] == "failed: KeyboardInterrupt"
+
+
+def test_a_reopened_finished_run_whose_process_died_is_swept_back_to_finished(
+    tracking: Tracking,
+) -> None:
+    tracking.activate()
+    client = tracking.client()
+    experiment_id = client.get_experiment_by_name(tracking.experiment).experiment_id
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    tags |= {PROCESS_START_TAG: "1000000000.00", REOPENED_TAG: "true"}
+    run_id = client.create_run(experiment_id, tags=tags).info.run_id
+    assert tracking.sweep_stale_runs() == [run_id]
+    assert status(tracking, run_id) == "FINISHED"
+    assert "marked FINISHED" in client.get_run(run_id).data.tags[KILLED_REASON_TAG]
 
 
 def test_live_run_of_this_process_is_never_swept(tracking: Tracking) -> None:
