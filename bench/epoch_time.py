@@ -7,7 +7,7 @@ width or threads goes into a full `bench_model.py` run. Run it on a quiet machin
 
 Each variant is `NAME:key=value,...` on top of params.yaml and `--set` (as in sweep.py). Each
 (variant, threads, chunk) trains `--epochs` epochs from scratch; the row is the median epoch.
-`--chunk-logits` compares sizes of the fused loss's chunks (`lite_rec.model.CHUNK_LOGITS`)."""
+`--chunk-logits` compares sizes of the fused loss's chunks (`train.loss_chunk_logits`)."""
 
 import argparse
 import itertools
@@ -19,7 +19,6 @@ from pathlib import Path
 
 from sweep import parse_variant  # also sets the OpenMP and offline environment
 
-import lite_rec.model
 from lite_rec.config import PROJECT_ROOT, load_config
 from lite_rec.evaluate import evaluate
 from lite_rec.item_embeddings import item_embeddings
@@ -35,7 +34,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run (median taken)")
     parser.add_argument(
         "--chunk-logits",
-        default=str(lite_rec.model.CHUNK_LOGITS),
+        default=str(load_config().train.loss_chunk_logits),
         help="logits per chunk of the fused loss, comma-separated (default: the library's)",
     )
     parser.add_argument("--set", action="append", default=[], help="override for every variant")
@@ -53,7 +52,7 @@ def main() -> None:
         thread_counts = [int(t) for t in args.threads.split(",")]
         chunks = [int(c) for c in args.chunk_logits.split(",")]
         for threads, chunk in itertools.product(thread_counts, chunks):
-            lite_rec.model.CHUNK_LOGITS = chunk
+            config.train.loss_chunk_logits = chunk
             config.train.threads, config.train.epochs = threads, args.epochs
             config.train.patience = args.epochs + 1
             with tempfile.TemporaryDirectory() as out:

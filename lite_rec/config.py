@@ -99,6 +99,9 @@ class TrainConfig:
     # scores of such a model are no longer held out (0: the best epoch's weights as they are).
     refit_epochs: int = 0
     eval_batch_size: int = 1024
+    # Logits the full-catalog loss holds at a time (4M: 16 MB of float32). Taller chunks make
+    # fewer, larger matrix products (bench/results/step_profile/).
+    loss_chunk_logits: int = 1 << 22
     seed: int = 42
     threads: int = 0  # 0: every core torch sees
     device: str = "cpu"  # a torch device; resuming is bit-identical on cpu

@@ -29,12 +29,12 @@ POSITIONS = ("start", "end")
 # Logits per chunk of the fused output loss (16 MB of float32). Fewer, taller matrix products:
 # a Beauty text+id epoch on 2 cores took 15-19% less than with the 4 MB chunks that fit in
 # cache, id only 3% (bench/results/step_profile/beauty_epoch_time_chunks.json).
-CHUNK_LOGITS = 1 << 22
+DEFAULT_CHUNK_LOGITS = 1 << 22
 
 
 class LinearCrossEntropy(torch.autograd.Function):
     """mean(cross_entropy(users @ weights.T + bias, targets, label_smoothing=smoothing)) without
-    materialising the (N, n_items) logits: rows go through in chunks of CHUNK_LOGITS logits. With
+    materialising the (N, n_items) logits: rows go through in chunks of `chunk_logits` logits. With
     `with_grad`, the forward pass also computes the gradients while each chunk's logits are at
     hand (one matrix product and one exp per logit, where a backward pass would recompute the
     logits), and the backward pass only scales them. Full softmax over the catalog dominates
@@ -42,9 +42,9 @@ class LinearCrossEntropy(torch.autograd.Function):
     the same result up to float rounding. Call it through `linear_cross_entropy`."""
 
     @staticmethod
-    def forward(ctx, users, weights, bias, targets, smoothing, with_grad):  # (N,d),(n,d),(n,),(N,)
-        n_rows, n_items = users.shape[0], weights.shape[0]
-        chunk = max(1, CHUNK_LOGITS // n_items)
+    def forward(ctx, users, weights, bias, targets, smoothing, with_grad, chunk_logits):
+        n_rows, n_items = users.shape[0], weights.shape[0]  # users (N, d), weights (n, d)
+        chunk = max(1, chunk_logits // n_items)
         total = users.new_zeros(())
         d_users = torch.empty_like(users) if with_grad else None
         d_weights = torch.zeros_like(weights) if with_grad else None
@@ -91,7 +91,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         if d_users is None:
             raise RuntimeError("LinearCrossEntropy ran with with_grad=False: no gradients")
         d_bias = d_bias * grad if d_bias is not None else None
-        return d_users * grad, d_weights * grad, d_bias, None, None, None
+        return d_users * grad, d_weights * grad, d_bias, None, None, None, None
 
 
 def _log_sum_exp(
@@ -114,13 +114,16 @@ def linear_cross_entropy(
     bias: torch.Tensor | None,
     targets: torch.Tensor,
     label_smoothing: float = 0.0,
+    chunk_logits: int = DEFAULT_CHUNK_LOGITS,
 ) -> torch.Tensor:
     """mean(cross_entropy(users @ weights.T + bias, targets, label_smoothing=...)), computing
-    its gradients in the same pass when autograd will want them.
-    (N, d), (n, d), (n,) | None, (N,) -> ()"""
+    its gradients in the same pass when autograd will want them; at most `chunk_logits` logits
+    exist at a time. (N, d), (n, d), (n,) | None, (N,) -> ()"""
     inputs = [users, weights] + ([bias] if bias is not None else [])
     with_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
-    return LinearCrossEntropy.apply(users, weights, bias, targets, label_smoothing, with_grad)
+    return LinearCrossEntropy.apply(
+        users, weights, bias, targets, label_smoothing, with_grad, chunk_logits
+    )
 
 
 def whitening(
@@ -454,7 +457,11 @@ class RecommendationLLM(nn.Module):
         return self.output.weight, self.output.bias
 
     def forward(
-        self, batch: dict[str, torch.Tensor], num_negatives: int = 0, label_smoothing: float = 0.0
+        self,
+        batch: dict[str, torch.Tensor],
+        num_negatives: int = 0,
+        label_smoothing: float = 0.0,
+        chunk_logits: int = DEFAULT_CHUNK_LOGITS,
     ) -> torch.Tensor:
         """Mean next-item loss over every position with a target.
 
@@ -474,7 +481,9 @@ class RecommendationLLM(nn.Module):
         targets = batch["target_ids"][has_target] - 1  # (N,) item indices
         weights, bias = self.output_weights(table)  # (n_items, d), (n_items,)
         if num_negatives <= 0:
-            return linear_cross_entropy(users, weights, bias, targets, label_smoothing)
+            return linear_cross_entropy(
+                users, weights, bias, targets, label_smoothing, chunk_logits
+            )
         negatives = torch.randint(0, self.n_items, (num_negatives,)).to(self.device)  # (K,)
         positive = (users * weights[targets]).sum(-1, keepdim=True)  # (N, 1)
         negative = users @ weights[negatives].T  # (N, K)
@@ -494,14 +503,36 @@ class RecommendationLLM(nn.Module):
             loss = (1.0 - label_smoothing) * loss + label_smoothing * spread
         return loss.mean()
 
+    def loss(
+        self,
+        batch: dict[str, torch.Tensor],
+        num_negatives: int = 0,
+        label_smoothing: float = 0.0,
+        chunk_logits: int = DEFAULT_CHUNK_LOGITS,
+    ) -> torch.Tensor:
+        """The training loss of `batch` (see `forward`)."""
+        return self.forward(batch, num_negatives, label_smoothing, chunk_logits)
+
     @torch.no_grad()
-    def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
-        """Scores of every catalog item for each history (item indices, oldest first).
-        -> (B, n_items). Runs in eval mode (no dropout) and restores the previous mode."""
+    def user_vectors(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """The user representation after the head for each history (item indices, oldest
+        first). -> (B, d). Runs in eval mode (no dropout) and restores the previous mode."""
         was_training = self.training
         self.eval()
         input_ids, lengths = pad_histories(histories, self.config.max_len)  # (B, T), (B,)
         users = self.head(self.last_states(input_ids.to(self.device), lengths.to(self.device)))
-        weights, bias = self.output_weights(self.item_table())
         self.train(was_training)
-        return F.linear(users, weights, bias)  # (B, n_items)
+        return users
+
+    @torch.no_grad()
+    def item_scores(self, users: torch.Tensor, start: int = 0, stop: int | None = None):
+        """Scores of catalog items start..stop-1 for `user_vectors` (B, d) -> (B, stop - start)."""
+        weights, bias = self.output_weights(self.item_table())
+        stop = self.n_items if stop is None else stop
+        return F.linear(users, weights[start:stop], None if bias is None else bias[start:stop])
+
+    @torch.no_grad()
+    def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """Scores of every catalog item for each history (item indices, oldest first).
+        -> (B, n_items)."""
+        return self.item_scores(self.user_vectors(histories))  # (B, n_items)

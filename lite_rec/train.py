@@ -215,7 +215,7 @@ def training_loss(
 ) -> torch.Tensor:
     """The batch's loss as `train.loss`, `train.num_negatives` and `train.label_smoothing` say."""
     num_negatives = config.num_negatives if config.loss == "sampled" else 0
-    return model(batch, num_negatives=num_negatives, label_smoothing=config.label_smoothing)
+    return model.loss(batch, num_negatives, config.label_smoothing, config.loss_chunk_logits)
 
 
 def optimizer_step(

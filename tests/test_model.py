@@ -277,11 +277,11 @@ def test_bad_configs_are_named():
 @pytest.mark.parametrize(("with_bias", "smoothing"), [(False, 0.0), (True, 0.0), (True, 0.2)])
 @pytest.mark.parametrize("scale", [1.0, 60.0])
 def test_fused_linear_cross_entropy_matches_autograd_reference(
-    with_bias, smoothing, scale, monkeypatch
+    with_bias, smoothing, scale
 ):
     """scale 60: logits hundreds apart, so most targets' softmax probabilities underflow to 0
     and the log-sum-exp must come from the logits, not from the target's probability."""
-    monkeypatch.setattr("lite_rec.model.CHUNK_LOGITS", 3 * 50)  # several chunks of 3 rows
+    chunk = 3 * 50  # several chunks of 3 rows
     generator = torch.Generator().manual_seed(0)
     users = (scale * torch.randn(10, 4, generator=generator)).requires_grad_()
     weights = torch.randn(50, 4, generator=generator, requires_grad=True)
@@ -289,7 +289,7 @@ def test_fused_linear_cross_entropy_matches_autograd_reference(
     targets = torch.randint(0, 50, (10,), generator=generator)
     inputs = [users, weights] + ([bias] if with_bias else [])
     # Scaled by 3: the backward pass must multiply the gradients it computed up front.
-    fused = 3 * linear_cross_entropy(users, weights, bias, targets, smoothing)
+    fused = 3 * linear_cross_entropy(users, weights, bias, targets, smoothing, chunk)
     fused_grads = torch.autograd.grad(fused, inputs)
     logits = F.linear(users, weights, bias)
     reference = 3 * F.cross_entropy(logits, targets, label_smoothing=smoothing)
@@ -298,6 +298,6 @@ def test_fused_linear_cross_entropy_matches_autograd_reference(
     for got, expected in zip(fused_grads, reference_grads, strict=True):
         torch.testing.assert_close(got, expected)
     with torch.no_grad():  # the value alone, no gradient work
-        value = linear_cross_entropy(users, weights, bias, targets, smoothing)
+        value = linear_cross_entropy(users, weights, bias, targets, smoothing, chunk)
     assert value.grad_fn is None
     torch.testing.assert_close(3 * value, reference.detach())
