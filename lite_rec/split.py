@@ -1,5 +1,6 @@
 """Leave-one-out split by time: each user's last interaction is the test target, the one
-before it the validation target, the rest is training history."""
+before it the validation target, the rest is training history. The one place the split is
+decided: it is written as the `split` column, which `lite_rec.sequences` reads (and checks)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 MIN_INTERACTIONS = 3  # one train item, one validation target, one test target
+SPLITS = ("train", "valid", "test")  # the `split` column's values, in each user's row order
 
 
 def chronological(interactions: pd.DataFrame) -> pd.DataFrame:
@@ -27,4 +29,4 @@ def leave_one_out_split(interactions: pd.DataFrame) -> pd.DataFrame:
     ordered = ordered[counts >= MIN_INTERACTIONS]
     from_end = ordered.groupby("user_id", sort=False).cumcount(ascending=False)
     split = np.select([from_end == 0, from_end == 1], ["test", "valid"], default="train")
-    return ordered.assign(split=pd.Categorical(split, categories=["train", "valid", "test"]))
+    return ordered.assign(split=pd.Categorical(split, categories=SPLITS))

@@ -79,22 +79,25 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def cyclic_data(n_items: int, n_users: int, min_length: int = 5, spread: int = 3):
     """User u walks the item cycle from item u % n_items for min_length + u % spread steps: the
-    next item is always knowable, so a model that learns reaches high recall."""
+    next item is always knowable, so a model that learns reaches high recall. Split as
+    `lite-rec prepare` splits (`leave_one_out_split`)."""
     import numpy as np
     import pandas as pd
 
-    from lite_rec.sequences import SequenceData
+    from lite_rec.sequences import sequences_from_frames
+    from lite_rec.split import leave_one_out_split
 
-    item_ids = np.array([f"i{i}" for i in range(n_items)], dtype=object)
-    return SequenceData(
-        item_ids=item_ids,
-        user_ids=np.array([f"u{u}" for u in range(n_users)], dtype=object),
-        sequences=[
-            ((u + np.arange(min_length + u % spread)) % n_items).astype(np.int64)
-            for u in range(n_users)
-        ],
-        items=pd.DataFrame({"item_id": item_ids}),
+    users = [u for u in range(n_users) for _ in range(min_length + u % spread)]
+    steps = np.concatenate([np.arange(min_length + u % spread) for u in range(n_users)])
+    interactions = pd.DataFrame(
+        {
+            "user_id": [f"u{u}" for u in users],
+            "item_id": [f"i{i}" for i in (np.array(users, dtype=np.int64) + steps) % n_items],
+            "timestamp": steps.astype(np.int64),
+        }
     )
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(n_items)]})
+    return sequences_from_frames(items, leave_one_out_split(interactions))
 
 
 def assert_lr_follows_plateaus(

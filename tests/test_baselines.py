@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -216,3 +218,16 @@ def test_generative_head_replaces_beam_search_on_the_same_encoder():
         assert beam_shapes[name] == weights.shape, name  # the beam model's very encoder
     assert result.model.score([np.array([1, 2])]).shape == (1, data.n_items)
     assert len(result.history) == 2
+
+
+def test_baselines_keep_their_best_epoch_whatever_train_refit_epochs_says():
+    """The baselines have no refit phase: train.refit_epochs leaves them as they were."""
+    data = cyclic_data(8, 16)
+    train_config = TrainConfig(epochs=2, batch_size=8, lr=1e-2, warmup_steps=1, seed=0)
+    plain = train_sasrec_bce(data, small_model_config(), train_config)
+    refit_config = dataclasses.replace(train_config, refit_epochs=2)
+    refit = train_sasrec_bce(data, small_model_config(), refit_config)
+    assert refit.refit_history == [] and refit.best_epoch == plain.best_epoch
+    expected, actual = plain.model.state_dict(), refit.model.state_dict()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    assert [row["loss"] for row in refit.history] == [row["loss"] for row in plain.history]

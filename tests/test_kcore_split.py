@@ -1,12 +1,20 @@
-"""Property tests for the 5-core filter and the leave-one-out split."""
+"""Property tests for the 5-core filter and the leave-one-out split, and the split as
+`SequenceData` reads it."""
 
 from collections import Counter
 
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lite_rec.kcore import kcore_filter
+from lite_rec.sequences import (
+    INTERACTIONS_FILE,
+    ITEMS_FILE,
+    load_sequences,
+    sequences_from_frames,
+)
 from lite_rec.split import leave_one_out_split
 from lite_rec.stats import dataset_stats
 
@@ -116,3 +124,81 @@ def test_stats_by_hand() -> None:
         "median_sequence_length": 2.5,
         "density": round(5 / 6, 6),
     }
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows)
+def test_sequence_data_reads_the_split_the_split_decided(triples) -> None:
+    """Each user's training items, validation and test targets are its `train`, `valid` and
+    `test` rows, in time order, whatever the rows' order in the source."""
+    split = leave_one_out_split(frame(triples))
+    items = pd.DataFrame({"item_id": sorted(set(split["item_id"]))})
+    data = sequences_from_frames(items, split)
+    assert list(data.user_ids) == list(dict.fromkeys(split["user_id"]))
+    for user, (_, group) in enumerate(split.groupby("user_id", sort=False)):
+        raw = {name: list(rows["item_id"]) for name, rows in group.groupby("split", observed=True)}
+        assert list(data.item_ids[data.train_sequences()[user]]) == raw["train"]
+        assert list(data.item_ids[data.refit_sequences()[user]]) == raw["train"] + raw["valid"]
+    for name in ("valid", "test"):
+        histories, targets = data.histories_and_targets(name)
+        assert list(data.item_ids[targets]) == list(split.loc[split["split"] == name, "item_id"])
+        assert [len(h) for h in histories] == [
+            len(s) - (2 if name == "valid" else 1) for s in data.sequences
+        ]
+
+
+def two_users(splits: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Items and interactions: user u1 with train, valid, test, then u2 with `splits`."""
+    labels = ["train", "valid", "test", *splits]
+    interactions = pd.DataFrame(
+        {
+            "user_id": ["u1"] * 3 + ["u2"] * len(splits),
+            "item_id": [f"i{row % 3}" for row in range(len(labels))],
+            "split": labels,
+        }
+    )
+    return pd.DataFrame({"item_id": ["i0", "i1", "i2"]}), interactions
+
+
+@pytest.mark.parametrize(
+    ("splits", "message"),
+    [
+        (
+            ["train", "valid", "train", "test"],
+            r"row 5 \(user 'u2'\): split 'train', expected 'test'",
+        ),
+        (
+            ["train", "test", "valid"],
+            r"row 4 \(user 'u2'\): split 'test', expected 'train' or 'valid'",
+        ),
+        (
+            ["train", "train", "valid"],
+            r"row 5 \(user 'u2'\): split 'valid', expected 'test' \(the user's last row\)",
+        ),
+        (
+            ["valid", "test", "test"],
+            r"row 5 \(user 'u2'\): split 'test', expected no row after the user's test row",
+        ),
+        (["test"], r"row 3 \(user 'u2'\): split 'test', expected 'train' or 'valid'"),
+        (
+            ["train", "validation", "test"],
+            r"row 4 \(user 'u2'\): split 'validation', expected 'train' or 'valid'",
+        ),
+    ],
+)
+def test_a_split_that_is_not_train_then_valid_then_test_is_refused(splits, message) -> None:
+    with pytest.raises(ValueError, match=rf"^interactions: {message}: each user's rows must be"):
+        sequences_from_frames(*two_users(splits))
+
+
+def test_interactions_without_a_split_column_are_refused(tmp_path) -> None:
+    items, interactions = two_users(["train", "valid", "test"])
+    with pytest.raises(ValueError, match="interactions: no `split` column"):
+        sequences_from_frames(items, interactions.drop(columns="split"))
+    items.to_parquet(tmp_path / ITEMS_FILE)
+    interactions.assign(split=["train", "test", "valid"] * 2).to_parquet(
+        tmp_path / INTERACTIONS_FILE
+    )
+    path = tmp_path / INTERACTIONS_FILE
+    with pytest.raises(ValueError, match=rf"^{path}: row 1 \(user 'u1'\): split 'test'"):
+        load_sequences(tmp_path)

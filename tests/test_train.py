@@ -1,17 +1,17 @@
 import dataclasses
-import json
+import functools
 
 import numpy as np
 import pytest
 import torch
 
-from lite_rec import train as train_module
 from lite_rec.config import ModelConfig, TrainConfig
 from lite_rec.evaluate import evaluate, recommend
 from lite_rec.model import RecommendationLLM
 from lite_rec.model_io import load_model
-from lite_rec.sequences import SequenceData
-from lite_rec.train import _record_epoch, train, traversal_windows
+from lite_rec.sequences import SequenceData, epoch_batches, traversal_windows
+from lite_rec.train import train, training_loss
+from lite_rec.trainer import Trainer, TrainState, seed_everything
 from tests.conftest import assert_lr_follows_plateaus, cyclic_data
 
 DATA = {"n_items": 20, "n_users": 60, "min_length": 6, "spread": 5}
@@ -102,12 +102,10 @@ def test_a_crash_during_the_refit_resumes_to_identical_weights(tmp_path):
     assert [(row["epoch"], row["refit_epoch"]) for row in refits] == [(4, 1), (5, 2)]
 
 
-def test_refit_trains_the_best_weights_at_the_best_rate_on_the_test_histories(
-    tmp_path, monkeypatch
-):
+def test_refit_trains_the_best_weights_at_the_best_rate_on_the_test_histories(tmp_path):
     """The refit epochs start from the best epoch's weights and rate, and their windows are
     every position of the histories the test split reads: each validation item is a target,
-    no test item is."""
+    no test item is. `train` is the Trainer below, whose refit batches record what they see."""
     data = cyclic_data(**DATA)
     model_config, train_config = small_configs(
         epochs=30, patience=2, lr=0.05, lr_decay=0.5, lr_decay_patience=1
@@ -115,21 +113,37 @@ def test_refit_trains_the_best_weights_at_the_best_rate_on_the_test_histories(
     model_config = id_only(model_config)
     plain = train(data, None, model_config, train_config, tmp_path / "plain", progress=False)
     assert plain.best_epoch < len(plain.history) - 1, "the test needs decayed epochs after the best"
-    seen = []
-    train_epoch = train_module._train_epoch
-
-    def spy(model, optimizer, scheduler, windows, *args):
-        weights = {k: v.clone() for k, v in model.state_dict().items()}
-        seen.append((weights, [group["lr"] for group in optimizer.param_groups], windows))
-        return train_epoch(model, optimizer, scheduler, windows, *args)
-
-    monkeypatch.setattr(train_module, "_train_epoch", spy)
     refit_config = dataclasses.replace(train_config, refit_epochs=1)
     refit = train(data, None, model_config, refit_config, tmp_path / "refit", progress=False)
 
+    seed_everything(refit_config.seed)
+    model = RecommendationLLM(model_config, data.n_items)
+    seen = []
+
+    def refit_batches(epoch):
+        batches = epoch_batches(data.refit_sequences(), refit_config, model_config.max_len, epoch)
+        weights = {k: v.clone() for k, v in model.state_dict().items()}
+        seen.append((weights, [group["lr"] for group in trainer.optimizer.param_groups], batches))
+        return batches
+
+    trainer = Trainer(
+        model,
+        lambda epoch: epoch_batches(
+            data.train_sequences(), refit_config, model_config.max_len, epoch
+        ),
+        functools.partial(training_loss, config=refit_config),
+        lambda m: evaluate(m, data, "valid"),
+        refit_config,
+        refit_batches=refit_batches,
+    )
+    observed = trainer.fit()
+    final, expected = refit.model.state_dict(), observed.model.state_dict()
+    assert all(torch.equal(final[k], expected[k]) for k in expected), "train is not this Trainer"
+    assert without_seconds(observed.refit_history) == without_seconds(refit.refit_history)
+
     assert without_seconds(refit.history) == without_seconds(plain.history)
     assert refit.best_epoch == plain.best_epoch
-    weights, rates, windows = seen[len(plain.history)]
+    [(weights, rates, batches)] = seen
     checkpoint = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=False)
     best, last = checkpoint["state"]["best_weights"], checkpoint["model"]
     assert all(torch.equal(weights[k], best[k]) for k in best)
@@ -137,11 +151,10 @@ def test_refit_trains_the_best_weights_at_the_best_rate_on_the_test_histories(
     assert rates == [pytest.approx(plain.history[plain.best_epoch - 1]["lr"])]
     assert rates[0] > plain.history[-1]["lr"], "the rate went back up to the best epoch's"
     test_histories = data.histories_and_targets("test")[0]
-    expected = traversal_windows(test_histories, model_config.max_len)
-    assert sorted(map(tuple, windows)) == sorted(map(tuple, expected))
+    expected_windows = traversal_windows(test_histories, model_config.max_len)
+    assert sorted(map(tuple, batches.windows)) == sorted(map(tuple, expected_windows))
     valid_targets = data.histories_and_targets("valid")[1]
     assert [int(h[-1]) for h in test_histories] == valid_targets.tolist()
-    final = refit.model.state_dict()
     assert not all(torch.equal(final[k], best[k]) for k in best), "the refit trained nothing"
 
 
@@ -212,14 +225,32 @@ def test_an_epoch_is_better_only_by_more_than_min_delta():
     """Early stopping and the best weights follow gains above train.min_delta only."""
     model = RecommendationLLM(ModelConfig(hidden_size=8, num_heads=2, item_repr="id"), 5)
     config = TrainConfig(patience=2, min_delta=0.01)
-    state = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "best_weights": None}
-    state.update(bad_epochs=0, history=[], finished=False)
+    state = TrainState()
     for epoch, score in enumerate([0.10, 0.105, 0.12, 0.125], start=1):
-        _record_epoch(state, {"epoch": epoch, "valid_ndcg@10": score}, model, config)
-    assert (state["best_epoch"], state["best_score"], state["bad_epochs"]) == (3, 0.12, 1)
-    assert not state["finished"]
-    _record_epoch(state, {"epoch": 5, "valid_ndcg@10": 0.1299}, model, config)
-    assert state["finished"] and state["best_epoch"] == 3
+        state.record_epoch({"epoch": epoch, "valid_ndcg@10": score}, model, config)
+    assert (state.best_epoch, state.best_score, state.bad_epochs) == (3, 0.12, 1)
+    assert not state.finished
+    state.record_epoch({"epoch": 5, "valid_ndcg@10": 0.1299}, model, config)
+    assert state.finished and state.best_epoch == 3
+    assert [row["epoch"] for row in state.history] == [1, 2, 3, 4, 5]
+
+
+def test_the_rate_decays_on_the_epoch_that_stops_the_run_too(tmp_path):
+    """The rate schedule follows the validation scores alone, whatever train.patience is: the
+    checkpoint of a stopped run holds the rate its next epoch would train at. A stopped run
+    stays stopped when resumed with more patience."""
+    data = cyclic_data(**DATA)
+    model_config, train_config = small_configs(
+        epochs=12, patience=1, lr=0.05, lr_decay=0.5, lr_decay_patience=1
+    )
+    model_config = id_only(model_config)
+    stopped = train(data, None, model_config, train_config, tmp_path, progress=False)
+    assert len(stopped.history) < 12, "the test needs an early stop"
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert checkpoint["scheduler"]["base_lrs"][0] == pytest.approx(stopped.history[-1]["lr"] / 2)
+    patient = dataclasses.replace(train_config, patience=100)
+    resumed = train(data, None, model_config, patient, tmp_path, progress=False)
+    assert without_seconds(resumed.history) == without_seconds(stopped.history)
 
 
 @dataclasses.dataclass
@@ -238,9 +269,9 @@ class DecayByDefault(TrainConfig):
 
 
 def test_resume_from_a_checkpoint_older_than_a_config_key(tmp_path):
-    """A checkpoint written before `train.lr_decay` and `model.positions` existed trained
-    without decay and with positions from the first item, whatever the defaults are (made
-    different here): it resumes with that behaviour and is refused, naming the key, with the
+    """A checkpoint without the `train.lr_decay` and `model.positions` keys trained without
+    decay and with positions from the first item, whatever the defaults are (made different
+    here): it resumes with that behaviour and is refused, naming the key, with the
     defaults."""
     data = cyclic_data(**DATA)
     model_config, train_config = small_configs(epochs=1)
@@ -267,22 +298,6 @@ def test_resume_from_a_checkpoint_older_than_a_config_key(tmp_path):
     result = resume()
     assert [row["epoch"] for row in result.history] == [1, 2]
     assert result.history[1]["lr"] == train_config.lr
-
-
-def test_a_saved_model_older_than_a_config_key_loads_with_its_behaviour(tmp_path, monkeypatch):
-    """model_config.json written before `model.positions` existed: positions from the first
-    item, as that model was trained, even where the default is "end"."""
-    model_config, train_config = small_configs(epochs=1)
-    model_config = id_only(dataclasses.replace(model_config, positions="start"))
-    trained = train(cyclic_data(**DATA), None, model_config, train_config, tmp_path).model
-    description = json.loads((tmp_path / "model_config.json").read_text())
-    del description["model"]["positions"]
-    (tmp_path / "model_config.json").write_text(json.dumps(description))
-    monkeypatch.setattr("lite_rec.train.ModelConfig", EndPositionsByDefault)
-    loaded = load_model(tmp_path)
-    assert loaded.config.positions == "start"
-    histories = [np.array([1, 2, 3]), np.array([4])]
-    torch.testing.assert_close(loaded.score(histories), trained.score(histories))
 
 
 def test_resume_refuses_another_config(tmp_path):
@@ -346,7 +361,11 @@ def test_evaluate_does_not_depend_on_batch_size_or_user_order(tmp_path):
     assert evaluate(model, data, "test", batch_size=7) == reference
     order = np.random.default_rng(0).permutation(len(data.sequences))
     shuffled = SequenceData(
-        data.item_ids, data.user_ids[order], [data.sequences[u] for u in order], data.items
+        data.item_ids,
+        data.user_ids[order],
+        [data.sequences[u] for u in order],
+        data.items,
+        data.train_lengths[order],
     )
     assert evaluate(model, shuffled, "test", batch_size=16) == reference
 
@@ -382,3 +401,35 @@ def test_two_uninterrupted_runs_end_with_bit_identical_weights(tmp_path, threads
     ]
     first, second = (run.model.state_dict() for run in runs)
     assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_a_checkpoint_from_before_the_text_transform_was_renamed_resumes(tmp_path):
+    """A checkpoint without `format_version` holds version 1 state-dict names (the whitened
+    text table's transform as `items.text_whitening`): it resumes to the same weights."""
+    data = cyclic_data(**DATA)
+    model_config, train_config = small_configs(epochs=2)
+    model_config = dataclasses.replace(model_config, whiten_text=True)
+
+    def run(out, **changes):
+        config = dataclasses.replace(train_config, **changes)
+        return train(data, text_embeddings(), model_config, config, out, progress=False)
+
+    straight = run(tmp_path / "a")
+    run(tmp_path / "b", epochs=1)
+    path = tmp_path / "b" / "checkpoint.pt"
+    checkpoint = torch.load(path, weights_only=False)
+    assert checkpoint.pop("format_version") > 1
+
+    def version_1(state):
+        return {
+            k.replace("items.text_transform", "items.text_whitening"): v for k, v in state.items()
+        }
+
+    checkpoint["model"] = version_1(checkpoint["model"])
+    checkpoint["state"]["best_weights"] = version_1(checkpoint["state"]["best_weights"])
+    assert "items.text_whitening" in checkpoint["model"]
+    torch.save(checkpoint, path)
+    resumed = run(tmp_path / "b")
+    expected, actual = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    assert without_seconds(resumed.history) == without_seconds(straight.history)

@@ -6,5 +6,7 @@
   id-only configuration of our model; SASRec with cross-entropy is `model.item_repr=id`.
 - `bert4rec`: a bidirectional encoder trained by masked-item prediction.
 - `random_item_llm`: Item LLM vectors from the same architecture with random weights.
-- `fit`: the training loop they share (early stopping on validation NDCG@10).
+
+Each trains through `lite_rec.trainer.Trainer`, as Lite-LLM4Rec does, without a checkpoint and
+without refit epochs.
 """

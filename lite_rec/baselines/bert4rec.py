@@ -12,11 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lite_rec.baselines.fit import Batch, FitResult, fit, seed_everything
 from lite_rec.config import ModelConfig, TrainConfig
 from lite_rec.evaluate import evaluate
-from lite_rec.sequences import SequenceData
-from lite_rec.train import traversal_windows
+from lite_rec.sequences import SequenceData, length_batches, traversal_windows
+from lite_rec.trainer import Batch, Trainer, TrainResult, seed_everything
 
 
 @dataclass
@@ -116,28 +115,23 @@ def train_bert4rec(
     train_config: TrainConfig,
     bert_config: Bert4RecConfig | None = None,
     log: Callable[[str], None] | None = None,
-) -> FitResult:
+) -> TrainResult:
     """Every training sequence cut into windows of `max_len` items, masked afresh each epoch."""
     bert_config = bert_config or Bert4RecConfig()
     seed_everything(train_config.seed)
     model = Bert4Rec(model_config, data.n_items)
     windows = traversal_windows(data.train_sequences(), model_config.max_len - 1)
-    windows = windows[(windows > 0).sum(1) >= 1]
 
     def batches(epoch: int) -> Iterator[Batch]:
         rng = np.random.default_rng([train_config.seed, epoch])
-        lengths = (windows > 0).sum(1)
-        by_length = np.lexsort((rng.random(len(windows)), lengths))
-        starts = rng.permutation(np.arange(0, len(windows), train_config.batch_size))
-        for start in starts:
-            chosen = windows[by_length[start : start + train_config.batch_size]]
-            yield masked_windows(chosen, model.mask_token, bert_config.mask_prob, rng)
+        for rows in length_batches((windows > 0).sum(1), train_config.batch_size, rng):
+            yield masked_windows(windows[rows], model.mask_token, bert_config.mask_prob, rng)
 
-    return fit(
+    return Trainer(
         model,
         batches,
         lambda m, batch: m(batch),
         lambda m: evaluate(m, data, "valid", train_config.eval_batch_size),
         train_config,
-        log,
-    )
+        log=log,
+    ).fit()

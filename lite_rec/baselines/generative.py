@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from lite_rec.baselines.fit import Batch, FitResult, fit, seed_everything
 from lite_rec.baselines.item_codes import (
     EOS_TOKEN,
     PAD_TOKEN,
@@ -36,7 +35,8 @@ from lite_rec.baselines.item_codes import (
 from lite_rec.config import TrainConfig
 from lite_rec.evaluate import evaluate
 from lite_rec.metrics import ranking_metrics
-from lite_rec.sequences import SequenceData
+from lite_rec.sequences import SequenceData, length_batches
+from lite_rec.trainer import Batch, Trainer, TrainResult, seed_everything
 
 ID_SCHEMES = ("sequential", "semantic")
 DECODINGS = ("beam", "head")
@@ -292,7 +292,7 @@ def train_generative(
     text_embeddings: np.ndarray | None = None,
     log: Callable[[str], None] | None = None,
     texts: Sequence[str] | None = None,
-) -> FitResult:
+) -> TrainResult:
     """Teacher-forced training on (history -> next item) for the training positions, batches
     of similar history length in shuffled order, `config.epochs` at most (the rest of
     `train_config` applies); the best epoch by validation NDCG@10. `texts` (one per item) are
@@ -312,10 +312,8 @@ def train_generative(
         rng = np.random.default_rng([train_config.seed, epoch])
         examples = training_examples(sequences, config.examples_per_user, rng)
         lengths = [min(position, config.max_len) for _, position in examples]
-        by_length = np.lexsort((rng.random(len(examples)), lengths))
-        starts = rng.permutation(np.arange(0, len(examples), train_config.batch_size))
-        for start in starts:
-            chosen = [examples[i] for i in by_length[start : start + train_config.batch_size]]
+        for rows in length_batches(lengths, train_config.batch_size, rng):
+            chosen = [examples[i] for i in rows]
             histories = [sequences[u][:p] for u, p in chosen]
             targets = np.array([sequences[u][p] for u, p in chosen])
             batch = model.encoder_inputs(histories)
@@ -330,11 +328,11 @@ def train_generative(
             return evaluate_generative(m, data, "valid", config.valid_beams)
         return evaluate(m, data, "valid", train_config.eval_batch_size)
 
-    return fit(
+    return Trainer(
         model,
         batches,
         lambda m, batch: m(batch),
         validate,
         dataclasses.replace(train_config, epochs=config.epochs),
-        log,
-    )
+        log=log,
+    ).fit()

@@ -5,17 +5,16 @@ it differs from SASRec-CE (`model.item_repr=id`, full softmax) in the loss alone
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from lite_rec.baselines.fit import Batch, FitResult, fit, seed_everything
 from lite_rec.config import ModelConfig, TrainConfig
 from lite_rec.evaluate import evaluate
 from lite_rec.model import RecommendationLLM
-from lite_rec.sequences import SequenceData
-from lite_rec.train import epoch_windows, make_batch
+from lite_rec.sequences import SequenceData, epoch_batches
+from lite_rec.trainer import Batch, Trainer, TrainResult, seed_everything
 
 
 def bce_loss(model: RecommendationLLM, batch: Batch) -> torch.Tensor:
@@ -45,26 +44,17 @@ def train_sasrec_bce(
     model_config: ModelConfig,
     train_config: TrainConfig,
     log: Callable[[str], None] | None = None,
-) -> FitResult:
+) -> TrainResult:
     """SASRec-BCE with the same windows (traversal or sampling) and batches as our model."""
     seed_everything(train_config.seed)
     config = dataclasses.replace(model_config, item_repr="id")
     model = RecommendationLLM(config, data.n_items)
     sequences = data.train_sequences()
-
-    def batches(epoch: int) -> Iterator[Batch]:
-        windows = epoch_windows(sequences, train_config, config.max_len, epoch)
-        for start in range(0, len(windows), train_config.batch_size):
-            yield make_batch(
-                windows[start : start + train_config.batch_size],
-                train_config.strategy == "sampling",
-            )
-
-    return fit(
+    return Trainer(
         model,
-        batches,
+        lambda epoch: epoch_batches(sequences, train_config, config.max_len, epoch),
         bce_loss,
         lambda m: evaluate(m, data, "valid", train_config.eval_batch_size),
         train_config,
-        log,
-    )
+        log=log,
+    ).fit()
