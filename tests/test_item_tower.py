@@ -6,14 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from transformers import AutoTokenizer, T5Config, T5Model
 
-from lite_rec import item_tower
 from lite_rec.config import ItemLLMConfig
 from lite_rec.evaluate import evaluate
 from lite_rec.item_embeddings import ItemEncoder, item_embeddings
 from lite_rec.item_tower import ItemTower
-from lite_rec.model import ItemRepresentation, whitening
+from lite_rec.model import ItemRepresentation
 from lite_rec.model_io import load_model
+from lite_rec.nn.whitening import whitening
 from lite_rec.train import train
 from tests.conftest import cyclic_data
 from tests.test_train import assert_resume_after_crash_is_identical, small_configs
@@ -58,17 +59,41 @@ def test_tower_reproduces_the_frozen_encoder_and_trains_only_its_last_layers(tin
     assert all(p.grad is not None for p in tower.parameters() if p.requires_grad)
 
 
-def test_a_model_that_does_not_split_runs_the_whole_encoder(tiny_model, monkeypatch):
-    monkeypatch.setattr(item_tower, "_top_model", lambda *args: None)
+@pytest.fixture(scope="module")
+def tiny_t5(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A random 2-layer T5 with the tiny BERT's tokenizer, saved like a hub model."""
+    directory = tmp_path_factory.mktemp("tiny-t5")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=16,
+        d_kv=8,
+        d_ff=32,
+        num_layers=2,
+        num_heads=2,
+        pad_token_id=0,
+        decoder_start_token_id=0,
+    )
+    T5Model(config).save_pretrained(directory)
+    return str(directory)
+
+
+def test_a_model_that_does_not_split_runs_the_whole_encoder(tiny_t5):
+    """T5's encoder has no `embeddings` module to bypass (its relative positions live in its
+    first layer): the tower fine-tunes it whole, on the batch's items."""
     data = titled_data()
-    encoder = ItemEncoder(tiny_model, max_length=16)
+    encoder = ItemEncoder(tiny_t5, max_length=16)
     frozen = encoder.encode(texts(data), progress=False)
     tower = ItemTower(encoder, texts(data), layers=1, batch_size=5)
 
     assert tower.top is None and tower.encoder is encoder
     assert torch.allclose(tower.embed_all(), frozen, atol=1e-5)
     trainable = {name for name, p in tower.named_parameters() if p.requires_grad}
-    assert trainable and all(".layer.1." in name for name in trainable), trainable
+    assert trainable and all(".block.1." in name for name in trainable), trainable
+    tower(torch.tensor([0, 3])).sum().backward()
+    assert all(p.grad is not None for p in tower.parameters() if p.requires_grad)
 
 
 def test_step_items_are_the_batch_items_capped_at_random():
