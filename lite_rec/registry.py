@@ -34,11 +34,11 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import torch
 from mlflow.exceptions import MlflowException
 
-from lite_rec.metrics import exclude_history_, ranking_metrics, target_ranks
+from lite_rec.metrics import ranking_metrics
 from lite_rec.pipeline import TrainedModel
+from lite_rec.ranking import rank_catalog
 from lite_rec.sequences import SequenceData
 from lite_rec.tracking import Tracking, metric_name
 
@@ -99,17 +99,13 @@ def validation_metrics(model_uri: str, data: SequenceData) -> dict[str, float]:
     model, index_of = recommender.model, recommender.index_of
     histories, targets = data.histories_and_targets("valid")
     raw = data.item_ids
-    histories = [np.array([index_of[i] for i in raw[h] if i in index_of]) for h in histories]
+    histories = [
+        np.array([index_of[i] for i in raw[h] if i in index_of], dtype=np.int64) for h in histories
+    ]
     targets = np.array([index_of.get(item, -1) for item in raw[targets]], dtype=np.int64)
     ranks = np.full(len(targets), MISS_RANK, dtype=np.int64)
     known = np.flatnonzero(targets >= 0)
-    for start in range(0, len(known), 1024):
-        users = known[start : start + 1024]
-        batch = [histories[u].astype(np.int64) for u in users]
-        with torch.inference_mode():
-            scores = model.score(batch)  # (B, n_items)
-            exclude_history_(scores, batch, keep=torch.from_numpy(targets[users]))
-            ranks[users] = target_ranks(scores, torch.from_numpy(targets[users])).cpu().numpy()
+    ranks[known] = rank_catalog(model, [histories[u] for u in known], targets[known]).ranks
     return {metric_name(f"valid_{k}"): v for k, v in ranking_metrics(ranks).items()}
 
 

@@ -3,6 +3,7 @@ rollback, loading `models:/NAME@champion`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -38,6 +39,16 @@ def lifecycle(tmp_path_factory: pytest.TempPathFactory):
     models = [train_tiny(data, root / f"m{e}", tracking, e) for e in (0, 1, 8)]
     models.sort(key=lambda m: m.valid_metrics["ndcg@10"])
     return tracking, data, models
+
+
+def without_first_user(data: SequenceData) -> SequenceData:
+    """The same catalog, one user fewer: stored validation numbers no longer apply."""
+    return dataclasses.replace(
+        data,
+        user_ids=data.user_ids[1:],
+        sequences=data.sequences[1:],
+        train_lengths=data.train_lengths[1:],
+    )
 
 
 def value(tracking: Tracking, name: str, version: int, key: str) -> str:
@@ -78,13 +89,36 @@ def test_champion_evaluated_on_other_data_is_re_evaluated_on_the_new_data(
     name = "lite_rec_redata"
     registry.register_and_gate(best, data, name, tracking)
     # Same catalog, one user fewer: the stored numbers no longer apply.
-    fewer = SequenceData(data.item_ids, data.user_ids[1:], data.sequences[1:], data.items)
+    fewer = without_first_user(data)
     expected = registry.validation_metrics(best.model_uri, fewer)["valid_ndcg_at_10"]
     decision = registry.register_and_gate(middle, fewer, name, tracking)
     assert decision.champion_value == pytest.approx(expected)
     # On the data it was trained on, re-evaluation through raw ids gives the logged numbers.
     again = registry.validation_metrics(best.model_uri, data)["valid_ndcg_at_10"]
     assert again == pytest.approx(best.valid_metrics["ndcg@10"])
+
+
+def test_the_gate_drops_unknown_history_items_and_counts_an_unknown_target_as_a_miss(
+    lifecycle,
+) -> None:
+    """Data with an item the model never saw, first in every history and the validation
+    target of one more user: the histories score as without it, the new user is a miss."""
+    _, data, (_, _, best) = lifecycle
+    reference = registry.validation_metrics(best.model_uri, data)
+    new = data.n_items  # raw id "unseen"
+    other = dataclasses.replace(
+        data,
+        item_ids=np.append(data.item_ids, "unseen").astype(object),
+        items=pd.concat([data.items, pd.DataFrame({"item_id": ["unseen"]})], ignore_index=True),
+        user_ids=np.append(data.user_ids, "newcomer").astype(object),
+        sequences=[np.r_[new, seq] for seq in data.sequences] + [np.array([0, 1, new, 2])],
+        train_lengths=np.r_[data.train_lengths + 1, 2],
+    )
+    assert other.histories_and_targets("valid")[1][-1] == new
+    metrics = registry.validation_metrics(best.model_uri, other)
+    users = len(data.sequences)
+    for name, got in metrics.items():
+        assert got == pytest.approx(reference[name] * users / (users + 1)), name
 
 
 def test_a_refit_champion_re_scored_on_new_data_is_named_in_the_gate_reason(
@@ -100,7 +134,7 @@ def test_a_refit_champion_re_scored_on_new_data_is_named_in_the_gate_reason(
     assert value(tracking, name, first.version, "train_refit_epochs") == "1"
     same_data = registry.register_and_gate(middle, data, name, tracking, keep)
     assert same_data.reason.endswith(f"margin {keep.min_margin}")  # held-out value, no flag
-    fewer = SequenceData(data.item_ids, data.user_ids[1:], data.sequences[1:], data.items)
+    fewer = without_first_user(data)
     new_data = registry.register_and_gate(middle, fewer, name, tracking, keep)
     assert new_data.champion_version == first.version
     assert "its value is flattered" in new_data.reason
