@@ -6,8 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from lite_rec.config import load_config, project_path
 from lite_rec.ingest import FORMATS
+from orchestration.resources import Settings
 
 DEFAULT_CRON = "0 2 * * *"
 # Runs with this tag (main_job and every retrain) share one slot in docker/dagster.yaml's run
@@ -25,19 +25,17 @@ retrain_job = dg.define_asset_job(
 )
 
 
-def raw_dataset_files(source: str | Path, format: str = "auto") -> list[Path]:
+def raw_dataset_files(directory: Path, format: str = "auto") -> list[Path]:
     """The item and interaction files of a dataset directory, as the readers find them."""
-    directory = project_path(source)
-    directory = directory if directory.is_dir() else directory.parent
     formats = FORMATS.values() if format == "auto" else [FORMATS[format]]
     patterns = {pattern for spec in formats for pattern in spec.items + spec.interactions}
     return sorted({path for pattern in patterns for path in directory.glob(pattern)})
 
 
-def catalog_digest(source: str | Path, format: str = "auto") -> str:
+def catalog_digest(directory: Path, format: str = "auto") -> str:
     """sha256 over the names and contents of the raw item and interaction files."""
     digest = hashlib.sha256()
-    for path in raw_dataset_files(source, format):
+    for path in raw_dataset_files(directory, format):
         digest.update(path.name.encode() + b"\0")
         with open(path, "rb") as file:
             for block in iter(lambda: file.read(1 << 20), b""):
@@ -57,34 +55,25 @@ def retrain_schedule(cron: str = DEFAULT_CRON, timezone: str = "UTC") -> dg.Sche
     )
 
 
-def catalog_change_sensor(
-    source: str | None = None, format: str | None = None, interval_seconds: int = 60
-) -> dg.SensorDefinition:
+@dg.sensor(
+    job=retrain_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Retrain when the item or interaction files of the dataset (data.source) change.",
+)
+def catalog_changed(context: dg.SensorEvaluationContext, settings: Settings):
     """Request a retrain when the raw files' digest differs from the cursor (the digest of
     the last catalog seen). The first evaluation only records the digest: training the
-    current catalog is the schedule's or `main_job`'s work."""
-    defaults = load_config().data
-    source, format = source or defaults.source, format or defaults.format
-    run_config = {"ops": {"raw_tables": {"config": {"source": str(source), "format": format}}}}
-
-    @dg.sensor(
-        name="catalog_changed",
-        job=retrain_job,
-        minimum_interval_seconds=interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Retrain when the item or interaction files under {source} change.",
-    )
-    def catalog_changed(context: dg.SensorEvaluationContext):
-        files = raw_dataset_files(source, format)
-        if not files:
-            return dg.SkipReason(f"no item or interaction files under {project_path(source)}")
-        digest = catalog_digest(source, format)
-        if context.cursor == digest:
-            return dg.SkipReason(f"catalog unchanged ({digest[:12]})")
-        first_look = context.cursor is None
-        context.update_cursor(digest)
-        if first_look:
-            return dg.SkipReason(f"first look at the catalog: recorded {digest[:12]}")
-        return dg.RunRequest(run_key=digest, run_config=run_config, tags=RETRAIN_TAGS)
-
-    return catalog_changed
+    current catalog is the schedule's or `main_job`'s work. The run reads the same `settings`,
+    so it trains the dataset this sensor watched."""
+    directory, format = settings.dataset_dir(), settings.load_config().data.format
+    if not raw_dataset_files(directory, format):
+        return dg.SkipReason(f"no item or interaction files under {directory}")
+    digest = catalog_digest(directory, format)
+    if context.cursor == digest:
+        return dg.SkipReason(f"catalog unchanged ({digest[:12]})")
+    first_look = context.cursor is None
+    context.update_cursor(digest)
+    if first_look:
+        return dg.SkipReason(f"first look at the catalog: recorded {digest[:12]}")
+    return dg.RunRequest(run_key=digest, tags=RETRAIN_TAGS)

@@ -6,11 +6,12 @@ import dagster as dg
 
 from orchestration import automation
 from orchestration.assets import bench, data, model, registry
-from orchestration.resources import MlflowTracking, Workspace
+from orchestration.resources import MlflowTracking, Settings, Workspace
 
 data_assets = [data.raw_tables, data.interactions_5core, data.loo_splits, data.dataset_stats]
+data_assets += [data.items_5core, data.sequences]
 data_checks = [data.raw_items_expectations, data.raw_interactions_expectations]
-model_assets = [model.items_5core, model.item_embeddings, model.rec_model, model.evaluation]
+model_assets = [model.item_embeddings, model.rec_model, model.evaluation]
 registry_assets = [registry.registered_model]
 bench_assets = [bench.benchmark]
 
@@ -28,14 +29,17 @@ benchmark_job = dg.define_asset_job(
 nightly_retrain = automation.retrain_schedule(
     os.environ.get("LITE_REC_RETRAIN_CRON", automation.DEFAULT_CRON)
 )
-catalog_changed = automation.catalog_change_sensor()
 
 defs = dg.Definitions(
     assets=data_assets + model_assets + registry_assets + bench_assets,
     asset_checks=data_checks,
     jobs=[main_job, automation.retrain_job, benchmark_job],
     schedules=[nightly_retrain],
-    sensors=[catalog_changed],
-    resources={"workspace": Workspace(), "mlflow_tracking": MlflowTracking()},
+    sensors=[automation.catalog_changed],
+    resources={
+        "settings": Settings(),
+        "workspace": Workspace(),
+        "mlflow_tracking": MlflowTracking(),
+    },
     executor=dg.in_process_executor,
 )

@@ -12,40 +12,35 @@ import pytest
 from lite_rec import registry
 from lite_rec.tracking import Tracking
 from orchestration import automation
-from orchestration.assets import data, model
-from orchestration.assets import registry as registry_assets
-from orchestration.definitions import defs
-from orchestration.resources import MlflowTracking, Workspace
+from orchestration.definitions import data_assets, data_checks, defs, model_assets, registry_assets
+from orchestration.resources import MlflowTracking, Settings, Workspace
 from tests.conftest import write_movielens
 
-ASSETS = [data.raw_tables, data.interactions_5core, data.loo_splits, data.dataset_stats]
-ASSETS += [model.items_5core, model.item_embeddings, model.rec_model, model.evaluation]
-ASSETS += [registry_assets.registered_model]
-CHECKS = [data.raw_items_expectations, data.raw_interactions_expectations]
 NAME = "lite_rec_tiny"
 
 
-def run_config(source: Path, item_llm: str, *extra: str) -> dg.RunConfig:
-    overrides = [f"item_llm.model={item_llm}", "model.hidden_size=16", "model.num_layers=1"]
-    overrides += ["model.max_len=8", "train.epochs=2", "train.threads=1", *extra]
-    settings = model.ModelSettings(overrides=overrides)
-    return dg.RunConfig(
-        ops={
-            "raw_tables": data.DatasetConfig(source=str(source)),
-            "item_embeddings": settings,
-            "rec_model": settings,
-            "registered_model": registry_assets.RegistrySettings(model_name=NAME),
-        }
-    )
+def run_config(source: Path, item_llm: str, *extra: str) -> dict:
+    """What a person passes: params.yaml overrides in the one settings resource, and the
+    registered model's name."""
+    overrides = [f"data.source={source}", f"item_llm.model={item_llm}", "model.hidden_size=16"]
+    overrides += ["model.num_layers=1", "model.max_len=8", "train.epochs=2", "train.threads=1"]
+    return {
+        "resources": {"settings": {"config": {"overrides": [*overrides, *extra]}}},
+        "ops": {"registered_model": {"config": {"model_name": NAME}}},
+    }
 
 
-def retrain(root: Path, config: dg.RunConfig) -> dg.ExecuteInProcessResult:
+def retrain(root: Path, config: dict) -> dg.ExecuteInProcessResult:
     resources = {
+        "settings": Settings(),
         "workspace": Workspace(root=str(root)),
         "mlflow_tracking": MlflowTracking(uri=f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"),
     }
     return dg.materialize(
-        ASSETS + CHECKS, resources=resources, run_config=config, raise_on_error=False
+        data_assets + data_checks + model_assets + registry_assets,
+        resources=resources,
+        run_config=config,
+        raise_on_error=False,
     )
 
 
@@ -72,6 +67,10 @@ def test_retrains_register_a_champion_reencode_one_edited_item_and_survive_a_fai
     assert first.success
     full = metadata(first, "item_embeddings")
     assert (full["encoded"], full["reused from cache"]) == (7, 0)
+    # the Item LLM that embedded the items is the one training recorded
+    assert full["model"] == tiny_model
+    run = tracking.client().get_run(metadata(first, "rec_model")["mlflow run"])
+    assert run.data.params["item_llm.model"] == tiny_model
     gate = metadata(first, "registered_model")
     assert gate["decision"] == "promoted" and gate["version"] == 1
     assert registry.champion_version(tracking.client(), NAME) == 1
@@ -111,11 +110,11 @@ def test_schedule_requests_a_retrain_nightly_by_default() -> None:
 def test_sensor_fires_on_a_changed_catalog_and_skips_an_unchanged_one(tmp_path: Path) -> None:
     source = write_movielens(tmp_path / "raw")
     (source / "README.txt").write_text("not part of the catalog")
-    sensor = automation.catalog_change_sensor(str(source), "auto")
+    settings = Settings(overrides=[f"data.source={source}"])
 
     def tick(cursor: str | None) -> tuple[dg.RunRequest | dg.SkipReason, str | None]:
-        with dg.build_sensor_context(cursor=cursor) as context:
-            result = sensor(context)
+        with dg.build_sensor_context(cursor=cursor, resources={"settings": settings}) as context:
+            result = automation.catalog_changed(context)
             return result, context.cursor
 
     first, cursor = tick(None)
@@ -129,10 +128,18 @@ def test_sensor_fires_on_a_changed_catalog_and_skips_an_unchanged_one(tmp_path: 
     edit_one_title(source)
     request, edited = tick(cursor)
     assert isinstance(request, dg.RunRequest) and request.run_key == edited != cursor
-    assert request.run_config["ops"]["raw_tables"]["config"]["source"] == str(source)
+    assert request.tags == automation.RETRAIN_TAGS
     assert isinstance(tick(edited)[0], dg.SkipReason)
 
     with open(source / "ratings.csv", "a") as ratings:
         ratings.write("1,1,5.0,2000000\n")
     request, _ = tick(edited)
     assert isinstance(request, dg.RunRequest) and request.run_key != edited
+
+
+def test_sensor_skips_a_dataset_directory_without_catalog_files(tmp_path: Path) -> None:
+    settings = Settings(overrides=[f"data.source={tmp_path}"])
+    with dg.build_sensor_context(resources={"settings": settings}) as context:
+        skip = automation.catalog_changed(context)
+    assert isinstance(skip, dg.SkipReason) and str(tmp_path) in skip.skip_message
+    assert context.cursor is None

@@ -16,7 +16,7 @@ from lite_rec.model import RecommendationLLM
 from lite_rec.pipeline import held_out_validation
 from lite_rec.train import TrainResult
 from orchestration.definitions import data_assets, data_checks, model_assets
-from orchestration.resources import MlflowTracking, Workspace
+from orchestration.resources import MlflowTracking, Settings, Workspace
 from tests.conftest import cyclic_data, write_movielens
 
 
@@ -33,14 +33,8 @@ def tiny_settings(tiny_model: str) -> list[str]:
 
 def tiny_run_config(source: Path, tiny_model: str) -> dict:
     """Run config of the pipeline's assets on `source` with the tiny models."""
-    overrides = {"config": {"overrides": tiny_settings(tiny_model)}}
-    return {
-        "ops": {
-            "raw_tables": {"config": {"source": str(source)}},
-            "item_embeddings": overrides,
-            "rec_model": overrides,
-        }
-    }
+    overrides = [f"data.source={source}", *tiny_settings(tiny_model)]
+    return {"resources": {"settings": {"config": {"overrides": overrides}}}}
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +157,7 @@ def test_main_job_assets_run_end_to_end(tmp_path: Path, tiny_model: str) -> None
     result = dg.materialize(
         data_assets + data_checks + model_assets,
         resources={
+            "settings": Settings(),
             "workspace": Workspace(root=str(tmp_path)),
             "mlflow_tracking": MlflowTracking(uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
         },

@@ -1,25 +1,15 @@
-"""Data assets: raw tables, their Great Expectations checks, 5-core filter, split, stats."""
+"""Data assets: raw tables, their Great Expectations checks, 5-core filter, split, stats, the
+catalog and the users' sequences."""
 
 import dagster as dg
 import pandas as pd
 
 from lite_rec import prepare, split, stats
-from lite_rec.config import load_config, project_path
+from lite_rec.config import project_path
 from lite_rec.ingest import read_dataset
+from lite_rec.sequences import sequences_from_frames
 from lite_rec.validation import ValidationReport, validate_interactions, validate_items
-
-DEFAULTS = load_config().data
-
-
-class DatasetConfig(dg.Config):
-    """Which dataset to read: the embedded MovieLens latest-small, or any supported directory."""
-
-    source: str = DEFAULTS.source
-    format: str = DEFAULTS.format
-
-
-class KCoreConfig(dg.Config):
-    k: int = DEFAULTS.k_core
+from orchestration.resources import Settings
 
 
 @dg.multi_asset(
@@ -28,12 +18,11 @@ class KCoreConfig(dg.Config):
         "raw_items": dg.AssetOut(group_name="data"),
     },
 )
-def raw_tables(config: DatasetConfig):
+def raw_tables(settings: Settings):
     """The dataset's interactions and items in the canonical schema, ids kept raw."""
-    raw = read_dataset(project_path(config.source), config.format)
-    for frame, path in ((raw.interactions, raw.interactions_file), (raw.items, raw.items_file)):
-        frame.attrs["source_file"] = str(path)
-    meta = {"format": raw.format, "source": str(project_path(config.source))}
+    data = settings.load_config().data
+    raw = read_dataset(project_path(data.source), data.format)
+    meta = {"format": raw.format, "source": str(settings.dataset_dir())}
     yield dg.Output(
         raw.interactions,
         output_name="raw_interactions",
@@ -46,32 +35,33 @@ def raw_tables(config: DatasetConfig):
     )
 
 
-def _check_result(report: ValidationReport, frame: pd.DataFrame) -> dg.AssetCheckResult:
-    metadata = {**report.metadata(), "file": frame.attrs.get("source_file", "")}
+def check_result(report: ValidationReport, settings: Settings) -> dg.AssetCheckResult:
+    """A suite's verdict, with its failures and the dataset they were found in."""
+    metadata = {**report.metadata(), "source": str(settings.dataset_dir())}
     return dg.AssetCheckResult(passed=report.success, metadata=metadata)
 
 
 @dg.asset_check(asset="raw_items", blocking=True)
-def raw_items_expectations(raw_items: pd.DataFrame) -> dg.AssetCheckResult:
+def raw_items_expectations(settings: Settings, raw_items: pd.DataFrame) -> dg.AssetCheckResult:
     """Great Expectations items suite: ids present and unique, titles non-empty."""
-    return _check_result(validate_items(raw_items), raw_items)
+    return check_result(validate_items(raw_items), settings)
 
 
 @dg.asset_check(asset="raw_interactions", blocking=True, additional_ins={"raw_items": dg.AssetIn()})
 def raw_interactions_expectations(
-    raw_interactions: pd.DataFrame, raw_items: pd.DataFrame
+    settings: Settings, raw_interactions: pd.DataFrame, raw_items: pd.DataFrame
 ) -> dg.AssetCheckResult:
     """Great Expectations interactions suite: keys, types, ranges, uniqueness, known items."""
-    return _check_result(validate_interactions(raw_interactions, raw_items), raw_interactions)
+    return check_result(validate_interactions(raw_interactions, raw_items), settings)
 
 
 @dg.asset(group_name="data")
-def interactions_5core(config: KCoreConfig, raw_interactions: pd.DataFrame) -> dg.Output:
+def interactions_5core(settings: Settings, raw_interactions: pd.DataFrame) -> dg.Output:
     """Interactions whose users and items all have at least k interactions (fixed point)."""
-    source_file = raw_interactions.attrs.get("source_file")
-    filtered = prepare.interactions_5core(raw_interactions, config.k, source_file)
+    k = settings.load_config().data.k_core
+    filtered = prepare.interactions_5core(raw_interactions, k, settings.dataset_dir())
     removed = len(raw_interactions) - len(filtered)
-    return dg.Output(filtered, metadata={"rows": len(filtered), "removed": removed, "k": config.k})
+    return dg.Output(filtered, metadata={"rows": len(filtered), "removed": removed, "k": k})
 
 
 @dg.asset(group_name="data")
@@ -87,3 +77,18 @@ def dataset_stats(loo_splits: pd.DataFrame) -> dg.Output:
     """Users, items, interactions, sequence lengths and density after filtering."""
     values = stats.dataset_stats(loo_splits)
     return dg.Output(values, metadata=values)
+
+
+@dg.asset(group_name="data")
+def items_5core(raw_items: pd.DataFrame, loo_splits: pd.DataFrame) -> dg.Output:
+    """The catalog: items that still have interactions after filtering, in item-table order."""
+    items = prepare.items_in(raw_items, loo_splits)
+    return dg.Output(items, metadata={"items": len(items)})
+
+
+@dg.asset(group_name="data")
+def sequences(items_5core: pd.DataFrame, loo_splits: pd.DataFrame) -> dg.Output:
+    """Every user's split history as item indices into the catalog: what training, evaluation
+    and the gate read."""
+    data = sequences_from_frames(items_5core, loo_splits)
+    return dg.Output(data, metadata={"users": len(data.user_ids), "items": data.n_items})

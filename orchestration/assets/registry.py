@@ -1,13 +1,10 @@
 """The registry asset: register the trained model and let the gate decide on `champion`."""
 
-from pathlib import Path
-
 import dagster as dg
-import pandas as pd
 
 from lite_rec import pipeline, registry
-from lite_rec.sequences import sequences_from_frames
-from orchestration.resources import MlflowTracking
+from lite_rec.sequences import SequenceData
+from orchestration.resources import MlflowTracking, Settings
 
 
 class RegistrySettings(dg.Config):
@@ -23,18 +20,16 @@ class RegistrySettings(dg.Config):
 def registered_model(
     context: dg.AssetExecutionContext,
     config: RegistrySettings,
+    settings: Settings,
     mlflow_tracking: MlflowTracking,
-    raw_items: pd.DataFrame,
-    items_5core: pd.DataFrame,
-    loo_splits: pd.DataFrame,
+    sequences: SequenceData,
     rec_model: pipeline.TrainedModel,
 ) -> dg.Output:
     """A new version of the dataset's registered model, promoted to champion only if it wins."""
-    dataset = Path(raw_items.attrs.get("source_file", "dataset")).parent.name
-    name = config.model_name or registry.registered_model_name(dataset)
+    name = config.model_name or registry.registered_model_name(settings.dataset_dir().name)
     decision = registry.register_and_gate(
         rec_model,
-        sequences_from_frames(items_5core, loo_splits),
+        sequences,
         name,
         mlflow_tracking.tracking(),
         registry.GatePolicy(config.metric, config.min_margin),
