@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -186,7 +188,29 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+# Set before a bench tool imports torch or the hub: OpenMP threads that sleep when idle, no
+# network for the Item LLM, no telemetry from MLflow or Great Expectations.
+BENCH_ENVIRONMENT = {
+    "OMP_WAIT_POLICY": "PASSIVE",
+    "HF_HUB_OFFLINE": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+}
+
+
 def _bench(args: argparse.Namespace) -> int:
+    """`lite-rec bench [TOOL]`: the environment, then the tool (default: every model)."""
+    for name, value in BENCH_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    args.command_line = shlex.join(["lite-rec", *sys.argv[1:]])
+    return args.bench_tool(args)
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _bench_models(args: argparse.Namespace) -> int:
     from lite_rec.bench import MODELS, generative_config, run_bench
 
     config = _config(args)
@@ -196,8 +220,8 @@ def _bench(args: argparse.Namespace) -> int:
 
         tracking = Tracking(args.tracking_uri)
     results = run_bench(
-        [name.strip() for name in args.datasets.split(",") if name.strip()],
-        [name.strip() for name in args.models.split(",") if name.strip()] or list(MODELS),
+        _names(args.datasets),
+        _names(args.models) or list(MODELS),
         args.out,
         config,
         generative_config(config, args.generative_epochs, args.generative_examples_per_user),
@@ -205,11 +229,86 @@ def _bench(args: argparse.Namespace) -> int:
         cache_dir=args.cache,
         tracking=tracking,
         quick=args.quick,
-        command="lite-rec " + " ".join(sys.argv[1:]),
+        command=args.command_line,
         jobs=args.jobs,
     )
     print((args.out / "results.md").read_text())
     return 0 if results["datasets"] else 2
+
+
+def _bench_sweep(args: argparse.Namespace) -> int:
+    from lite_rec.bench.sweep import Variant, parse_seeds, run_sweep
+
+    run_sweep(
+        args.data_dir,
+        [Variant.parse(text) for text in args.variant],
+        args.out,
+        args.set,
+        args.params,
+        parse_seeds(args.seeds) if args.seeds else [],
+        args.jobs,
+        args.work_dir,
+        args.cache,
+        args.command_line,
+    )
+    print((args.out / "results.md").read_text())
+    return 0
+
+
+def _bench_step_profile(args: argparse.Namespace) -> int:
+    from lite_rec.bench.step_profile import run_step_profile, step_profile_markdown
+
+    batch_sizes = [int(size) for size in _names(args.batch_sizes)]
+    results = run_step_profile(
+        args.data_dir, _config(args), batch_sizes, args.steps, args.top, args.out, args.command_line
+    )
+    print(step_profile_markdown(results))
+    return 0
+
+
+def _bench_patience_replay(args: argparse.Namespace) -> int:
+    from lite_rec.bench.patience import patience_replay
+
+    patiences = [int(p) for p in _names(args.patience)]
+    print(patience_replay(args.results, patiences, args.recorded, args.min_delta, args.metric))
+    return 0
+
+
+def _bench_table(args: argparse.Namespace) -> int:
+    from lite_rec.bench.report import comparison_table
+
+    print(comparison_table(args.results, _names(args.models)), end="")
+    return 0
+
+
+def _bench_data(args: argparse.Namespace) -> int:
+    from lite_rec.bench.data import run_data_bench
+
+    run_data_bench(_names(args.datasets), _config(args), args.out, args.command_line)
+    print((args.out / "results.md").read_text())
+    return 0
+
+
+def _bench_serve_load(args: argparse.Namespace) -> int:
+    from lite_rec.bench.serve_load import SERVERS, LoadTest, run_load_test
+
+    test = LoadTest(
+        model_dir=args.model_dir,
+        source=args.source,
+        train_set=args.set,
+        clients=[int(c) for c in _names(args.clients)],
+        seconds=args.seconds,
+        max_requests=args.max_requests,
+        warmup_seconds=args.warmup_seconds,
+        rows=args.rows,
+        mlflow_workers=args.mlflow_workers,
+        workers=args.workers,
+        serve_set=args.serve_set,
+        servers=(args.only,) if args.only else SERVERS,
+    )
+    run_load_test(test, args.out, args.command_line)
+    print((args.out / "results.md").read_text())
+    return 0
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -232,6 +331,158 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         default=Path("cache/item_embeddings"),
         help="Item LLM embedding cache (default: cache/item_embeddings)",
     )
+
+
+def _add_bench_parser(commands) -> None:
+    """`lite-rec bench`: every model on the same splits, or one of its tools (subcommands)."""
+    bench = commands.add_parser(
+        "bench",
+        help="every model and ablation on the same splits: accuracy, speed, memory",
+        description="Train and test every model on each dataset with the same splits, seeds and "
+        "metrics, timing each phase; write results.json, results.md and PNG plots to --out and "
+        "log them to MLflow. A TOOL instead runs one of the benchmark's tools (bench/README.md).",
+    )
+    bench.add_argument(
+        "--datasets",
+        default="ml-latest-small",
+        help="comma-separated names (under data/raw or ../shared/datasets) or paths "
+        "(default: ml-latest-small)",
+    )
+    bench.add_argument(
+        "--models",
+        default="",
+        help="comma-separated model names (default: all; see lite_rec.bench.MODELS)",
+    )
+    bench.add_argument("--out", type=Path, default=Path("bench/results"))
+    bench.add_argument(
+        "--work-dir", type=Path, default=Path("cache/bench"), help="prepared data and models"
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="2 epochs per model (generative: 1): a smoke run"
+    )
+    bench.add_argument("--generative-epochs", type=int, default=30)
+    bench.add_argument(
+        "--generative-examples-per-user",
+        type=int,
+        default=0,
+        help="training targets drawn per user per epoch for the generative models "
+        "(default 0: every position, as the projection-head models train)",
+    )
+    bench.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="models trained at once, each in its own process with train.threads threads "
+        "(default 1). Above 1 the timings include the contention: use it for accuracy tables "
+        "on a many-core machine or a GPU (--set train.device=cuda)",
+    )
+    bench.add_argument("--tracking-uri", default="")
+    bench.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    _add_config_options(bench)
+    bench.set_defaults(run=_bench, bench_tool=_bench_models)
+    _add_bench_tools(bench.add_subparsers(dest="bench_command", metavar="TOOL"))
+
+
+def _add_bench_tools(tools) -> None:
+    sweep = tools.add_parser(
+        "sweep",
+        help="configuration variants of Lite-LLM4Rec on one prepared dataset, side by side",
+        description="Train each variant (NAME:key=value,... on top of params.yaml and --set) "
+        "as `lite-rec bench` trains lite_llm4rec, and score, time and table it; with --seeds, "
+        "once per seed, with each variant's mean (sd) over them. The median epoch's seconds is "
+        "a column: with --set train.epochs=3 --set train.patience=4 a sweep is a speed check.",
+    )
+    sweep.add_argument("data_dir", type=Path, help="what `lite-rec prepare` wrote")
+    sweep.add_argument(
+        "--variant", action="append", required=True, metavar="NAME:KEY=VALUE,...", help="repeat"
+    )
+    sweep.add_argument("--seeds", default="", help="run each variant once per seed, e.g. 42,1")
+    sweep.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at once, one process each (timings then include the contention)",
+    )
+    sweep.add_argument("--out", type=Path, default=Path("bench/results/sweep"))
+    sweep.add_argument("--work-dir", type=Path, default=None, help="models (default: OUT/work)")
+    _add_config_options(sweep)
+    sweep.set_defaults(bench_tool=_bench_sweep)
+
+    step = tools.add_parser(
+        "step-profile",
+        help="where a training step's time goes, per batch size (torch.profiler)",
+        description="Time training steps (forward, backward, clipping, AdamW) of a fresh "
+        "Lite-LLM4Rec at each batch size, as the trainer steps it, with random 384-d text "
+        "vectors, and print torch.profiler's top operators; threads: --set train.threads=N.",
+    )
+    step.add_argument("data_dir", type=Path, help="what `lite-rec prepare` wrote")
+    step.add_argument("--batch-sizes", default="128,64", help="comma-separated (128,64)")
+    step.add_argument("--steps", type=int, default=120, help="timed steps per batch size (120)")
+    step.add_argument("--top", type=int, default=12, help="profiler rows (12)")
+    step.add_argument("--out", type=Path, default=None, help="also write the report here")
+    _add_config_options(step)
+    step.set_defaults(bench_tool=_bench_step_profile)
+
+    replay = tools.add_parser(
+        "patience-replay",
+        help="early stopping replayed with shorter patiences on recorded sweep histories",
+        description="For each run in sweep results.json files: where each shorter patience "
+        "would have stopped, the best epoch it keeps and the validation metric it gives up.",
+    )
+    replay.add_argument("results", type=Path, nargs="+", help="sweep results.json files")
+    replay.add_argument("--patience", default="2,3,4", help="patiences to replay (2,3,4)")
+    replay.add_argument("--recorded", type=int, default=5, help="the runs' own patience (5)")
+    replay.add_argument("--min-delta", type=float, default=1e-4, help="the runs' min_delta")
+    replay.add_argument("--metric", default="valid_ndcg@10")
+    replay.set_defaults(bench_tool=_bench_patience_replay)
+
+    table = tools.add_parser(
+        "table",
+        help="one Recall@10 / NDCG@10 table, datasets side by side, from several bench runs",
+        description="A model found in several results.json files is taken from the first one "
+        "that has it; the `run` column says which file each row came from.",
+    )
+    table.add_argument("results", type=Path, nargs="+", help="`lite-rec bench` results.json")
+    table.add_argument("--models", default="", help="comma-separated rows (default: all)")
+    table.set_defaults(bench_tool=_bench_table)
+
+    data = tools.add_parser(
+        "data",
+        help="`prepare` on each dataset and the Item LLM cache, timed",
+        description="In-process `prepare` of each dataset (median of 3), then the first "
+        "dataset's catalog embedded from an empty cache and again after one title changed.",
+    )
+    data.add_argument(
+        "--datasets", default="ml-latest-small", help="comma-separated names or paths"
+    )
+    data.add_argument("--out", type=Path, default=Path("bench/results/data"))
+    _add_config_options(data)
+    data.set_defaults(bench_tool=_bench_data)
+
+    load = tools.add_parser(
+        "serve-load",
+        help="load test of `lite-rec serve` against `mlflow models serve`",
+        description="Register a model in a temporary sqlite MLflow store (by default one "
+        "trained on --source for 2 epochs with item ids only), start each server alone on a "
+        "free 127.0.0.1 port and drive it with N concurrent keep-alive clients: throughput, "
+        "latency percentiles, errors, the server's peak RSS and the machine's load.",
+    )
+    load.add_argument("--model-dir", type=Path, default=None, help="a `lite-rec train` output")
+    load.add_argument("--source", type=Path, default=Path("data/raw/ml-latest-small"))
+    load.add_argument("--set", action="append", default=[], help="training override")
+    load.add_argument("--clients", default="8,32", help="concurrent clients per phase")
+    load.add_argument("--seconds", type=float, default=30.0, help="per phase (30)")
+    load.add_argument("--max-requests", type=int, default=100_000, help="per phase")
+    load.add_argument("--warmup-seconds", type=float, default=3.0)
+    load.add_argument("--rows", type=int, default=1, help="users per request (1)")
+    load.add_argument("--mlflow-workers", type=int, default=2, help="as docker/compose.yaml")
+    load.add_argument("--workers", type=int, default=1, help="lite-rec serve workers (1)")
+    load.add_argument("--serve-set", action="append", default=[], help="lite-rec serve --set")
+    load.add_argument(
+        "--only", choices=["mlflow models serve", "lite-rec serve"], help="one server only"
+    )
+    load.add_argument("--out", type=Path, default=Path("bench/results/serve_load"))
+    load.set_defaults(bench_tool=_bench_serve_load)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -391,50 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--reason", default="", help="why, recorded on the version")
         sub.add_argument("--tracking-uri", default="")
         sub.set_defaults(run=_promote if command == "promote" else _rollback)
-    bench = commands.add_parser(
-        "bench",
-        help="every model and ablation on the same splits: accuracy, speed, memory",
-        description="Train and test every model on each dataset with the same splits, seeds and "
-        "metrics; write results.json, results.md and PNG plots to --out and log them to MLflow.",
-    )
-    bench.add_argument(
-        "--datasets",
-        default="ml-latest-small",
-        help="comma-separated names (under data/raw or ../shared/datasets) or paths "
-        "(default: ml-latest-small)",
-    )
-    bench.add_argument(
-        "--models",
-        default="",
-        help="comma-separated model names (default: all; see lite_rec.bench.MODELS)",
-    )
-    bench.add_argument("--out", type=Path, default=Path("bench/results"))
-    bench.add_argument(
-        "--work-dir", type=Path, default=Path("cache/bench"), help="prepared data and models"
-    )
-    bench.add_argument(
-        "--quick", action="store_true", help="2 epochs per model (generative: 1): a smoke run"
-    )
-    bench.add_argument("--generative-epochs", type=int, default=30)
-    bench.add_argument(
-        "--generative-examples-per-user",
-        type=int,
-        default=0,
-        help="training targets drawn per user per epoch for the generative models "
-        "(default 0: every position, as the projection-head models train)",
-    )
-    bench.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        help="models trained at once, each in its own process with train.threads threads "
-        "(default 1). Above 1 the timings include the contention: use it for accuracy tables "
-        "on a many-core machine or a GPU (--set train.device=cuda)",
-    )
-    bench.add_argument("--tracking-uri", default="")
-    bench.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    _add_config_options(bench)
-    bench.set_defaults(run=_bench)
+    _add_bench_parser(commands)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""`lite-rec bench --quick` end to end on a tiny dataset, and the report's arithmetic."""
+"""`lite-rec bench --quick` end to end on a tiny dataset, the report's arithmetic, and the
+`table` and `data` tools."""
 
 import json
 from pathlib import Path
@@ -45,6 +46,10 @@ def test_quick_bench_writes_json_markdown_plots_and_mlflow(tmp_path: Path) -> No
         assert 0.0 <= row["test_recall@10"] <= 1.0 and row["parameters"] > 0
         assert row["infer_seconds_per_1000_users_k10"] > 0 and row["peak_rss_mib"] > 0
         assert row["history"] and "valid_ndcg@10" in row["history"][0]
+        assert 0 < row["latency_p50_ms"] <= row["latency_p99_ms"]
+    assert section["models"]["lite_llm4rec"]["recipe"] == "none"  # auto on 8 users
+    phases = section["phases"]
+    assert phases["prepare_seconds"] > 0 and phases["encoded_items"] == 8
     assert set(section["inference_ratio"]) == {
         "generative_sequential/lite_llm4rec",
         "generative_semantic/lite_llm4rec",
@@ -54,6 +59,7 @@ def test_quick_bench_writes_json_markdown_plots_and_mlflow(tmp_path: Path) -> No
     assert set(section["item_quality"]) == {"pretrained", "random_init"}
     markdown = (out / "results.md").read_text()
     assert "| lite_llm4rec |" in markdown and "inference time:" in markdown
+    assert "p50 / p99 ms" in markdown and "8 items encoded" in markdown
     for name in ("tiny_accuracy_vs_time.png", "tiny_learning_curves.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "mlflow.db").exists()
@@ -103,7 +109,7 @@ def test_benchmark_asset_has_its_own_job_and_stays_out_of_the_pipeline_jobs() ->
     assert benchmark.key in bench_job.asset_layer.selected_asset_keys
     for name in ("main_job", "retrain_job"):  # the nightly retrain must not run the benchmark
         pipeline = repository.get_job(name).asset_layer.selected_asset_keys
-        assert benchmark.key not in pipeline and len(pipeline) == 10
+        assert benchmark.key not in pipeline and len(pipeline) == 11
     assert benchmark.group_names_by_key[benchmark.key] == "evaluation"
 
 
@@ -155,3 +161,50 @@ def test_a_failing_model_is_named_and_the_others_are_kept(tmp_path, monkeypatch)
     assert section["failed"] == {"lite_text": "ValueError: no such weights"}
     assert "**`lite_text` failed**: ValueError: no such weights" in (out / "results.md").read_text()
     assert (out / "tiny_learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _bench_run(command: str, datasets: dict[str, dict[str, tuple[float, float, int]]]) -> dict:
+    """A results.json of `lite-rec bench`: dataset -> model -> (recall@10, ndcg@10, epochs)."""
+    return {
+        "command": command,
+        "datasets": {
+            dataset: {
+                "models": {
+                    model: {"test_recall@10": r, "test_ndcg@10": n, "epochs": e}
+                    for model, (r, n, e) in models.items()
+                }
+            }
+            for dataset, models in datasets.items()
+        },
+    }
+
+
+def test_table_puts_datasets_side_by_side_taking_each_model_from_the_first_run(
+    tmp_path: Path, capsys
+) -> None:
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    first.write_text(json.dumps(_bench_run("one", {"toys": {"lite_id": (0.1, 0.05, 3)}})))
+    runs = {"toys": {"lite_id": (0.9, 0.9, 9), "lite_text": (0.2, 0.1, 4)}}
+    runs["beauty"] = {"lite_id": (0.3, 0.15, 5)}
+    second.write_text(json.dumps(_bench_run("two", runs)))
+    assert main(["bench", "table", str(first), str(second), "--models", "lite_text,lite_id"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| model | toys R@10 / N@10 (epochs) | beauty R@10 / N@10 (epochs) | run |"
+    assert lines[2] == "| lite_text | 0.2000 / 0.1000 (4) | - | 2 |"
+    assert lines[3] == "| lite_id | 0.1000 / 0.0500 (3) | 0.3000 / 0.1500 (5) | 1, 2 |"
+    assert lines[-1] == f"run 2: `{second}`: `two`"
+
+
+def test_data_bench_times_prepare_and_the_cache_on_one_edited_title(
+    tmp_path: Path, tiny_model
+) -> None:
+    source = write_movielens(tmp_path / "tiny", users=8, items=8)
+    out = tmp_path / "out"
+    args = ["bench", "data", "--datasets", str(source), "--out", str(out)]
+    assert main([*args, "--set", f"item_llm.model={tiny_model}"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    prepared = results["prepare"]["tiny"]
+    assert prepared["users"] == 8 and prepared["items"] == 8 and prepared["median_seconds"] > 0
+    cache = results["cache"]
+    assert (cache["items"], cache["full_encoded"], cache["partial_encoded"]) == (8, 8, 1)
+    assert "after editing one title, 1 encoded" in (out / "results.md").read_text()

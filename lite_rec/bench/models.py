@@ -20,13 +20,15 @@ from lite_rec.config import Config
 from lite_rec.evaluate import evaluate, recommend
 from lite_rec.item_embeddings import item_text
 from lite_rec.metrics import ranking_metrics
+from lite_rec.recipe import resolve_config
 from lite_rec.sequences import SequenceData
 from lite_rec.train import train
 
 log = logging.getLogger(__name__)
 
 MODELS = {
-    "lite_llm4rec": "Lite-LLM4Rec: text+id items, traversal training, projection head",
+    "lite_llm4rec": "Lite-LLM4Rec as configured (params.yaml: text+id items, traversal "
+    "training, projection head)",
     "lite_id": "ablation: id only (no Item LLM) = SASRec with cross-entropy",
     "lite_text": "ablation: text only (no id embedding)",
     "lite_random_item_llm": "ablation: text+id from the Item LLM architecture, random weights",
@@ -53,6 +55,7 @@ SAME_ENCODER = {"generative_head": "generative_sequential"}  # head model: its b
 METRICS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
 TIMED_KS = (10, 20)
 TIMING_REPEATS = 3
+LATENCY_USERS = 300  # single-user requests timed for the latency percentiles
 
 
 @dataclass
@@ -61,7 +64,7 @@ class BenchData:
 
     name: str
     data: SequenceData
-    embeddings: np.ndarray  # pretrained Item LLM vectors, one row per item
+    embeddings: np.ndarray | None  # pretrained Item LLM vectors, one row per item
     random_embeddings: np.ndarray | None  # the same architecture with random weights
     config: Config
     generative: GenerativeConfig
@@ -76,9 +79,12 @@ class ModelRun:
     history: list[dict[str, Any]]
     recommend: Callable[[list[np.ndarray], int], np.ndarray]  # -> (B, k) item indices
     test_metrics: Callable[[np.ndarray], dict[str, float]]  # from the timed top-20 lists
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra columns of its row
 
 
-def _projection_run(model: nn.Module, bench: BenchData, best_epoch: int, history) -> ModelRun:
+def _projection_run(
+    model: nn.Module, bench: BenchData, best_epoch: int, history, details: dict | None = None
+) -> ModelRun:
     """A model with `score()`: exact full-ranking test metrics."""
     batch = bench.config.train.eval_batch_size
     return ModelRun(
@@ -87,14 +93,16 @@ def _projection_run(model: nn.Module, bench: BenchData, best_epoch: int, history
         history,
         lambda histories, k: recommend(model, histories, k, batch_size=batch)[0],
         lambda _top: evaluate(model, bench.data, "test", batch),
+        details or {},
     )
 
 
 def _lite(bench: BenchData, name: str, model_changes: dict, train_changes: dict) -> ModelRun:
-    """Lite-LLM4Rec (text+id) with one switch changed: each ablation differs in it alone."""
-    changes = {"item_repr": "text+id", **model_changes}
-    model_config = dataclasses.replace(bench.config.model, **changes)
-    train_config = dataclasses.replace(bench.config.train, **train_changes)
+    """Lite-LLM4Rec as configured (`train.recipe` resolved on the data) with one switch
+    changed: each ablation differs from `lite_llm4rec` in it alone."""
+    config = resolve_config(bench.config, bench.data)
+    model_config = dataclasses.replace(config.model, **model_changes)
+    train_config = dataclasses.replace(config.train, **train_changes)
     embeddings = bench.random_embeddings if name == "lite_random_item_llm" else bench.embeddings
     if model_config.item_repr == "id":
         embeddings = None
@@ -106,9 +114,10 @@ def _lite(bench: BenchData, name: str, model_changes: dict, train_changes: dict)
         bench.work_dir / name,
         resume=False,
         progress=False,
-        item_llm=bench.config.item_llm,
+        item_llm=config.item_llm,
     )
-    return _projection_run(result.model, bench, result.best_epoch, result.history)
+    details = {"recipe": train_config.recipe, "refit_epochs": len(result.refit_history)}
+    return _projection_run(result.model, bench, result.best_epoch, result.history, details)
 
 
 def _generative(

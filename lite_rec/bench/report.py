@@ -1,26 +1,87 @@
-"""The benchmark's report: the results table as markdown, the plots, and the MLflow run."""
+"""The reports of every `lite-rec bench` tool: one table writer (`markdown_table`), one line
+for the machine (`machine_line`), the benchmark's results table, the sweep's, the comparison
+of several runs, the plots and the MLflow run."""
 
 from __future__ import annotations
 
+import json
+import statistics
 from pathlib import Path
 from typing import Any
 
 from lite_rec.baselines.generative import GenerativeConfig
-from lite_rec.bench.models import BEAM_MODELS, METRICS, MODELS, NOT_RUN, TIMED_KS, TIMING_REPEATS
+from lite_rec.bench.models import (
+    BEAM_MODELS,
+    LATENCY_USERS,
+    METRICS,
+    MODELS,
+    NOT_RUN,
+    TIMED_KS,
+    TIMING_REPEATS,
+)
 from lite_rec.config import Config
 
 
 def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def markdown_table(columns: list[str], rows: list[list[Any]]) -> list[str]:
+    """A markdown table's lines; floats below 10 with 4 decimals, others with 1, None as -."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+
+
+def machine_line(results: dict[str, Any]) -> str:
+    """`command` on N CPU(s)[, GPU], T torch thread(s), platform."""
+    machine = results["machine"]
+    gpu = f", {machine['gpu']}" if "gpu" in machine else ""
+    return (
+        f"`{results['command']}` on {machine['cpus']} CPU(s){gpu}, "
+        f"{machine['torch_threads']} torch thread(s), {machine['platform']}"
+    )
+
+
+def epochs_cell(row: dict[str, Any]) -> str:
+    """'N (best B)', with ' + R refit' after a run with refit epochs."""
+    refit = f" + {row['refit_epochs']} refit" if row.get("refit_epochs") else ""
+    return f"{row['epochs']} (best {row['best_epoch']}){refit}"
+
+
+def _timing_cells(row: dict[str, Any]) -> list[Any]:
+    cells = [row[f"infer_seconds_per_1000_users_k{k}"] for k in TIMED_KS]
+    latency = f"{row['latency_p50_ms']:.1f} / {row['latency_p99_ms']:.1f}"
+    return [*cells, latency, row["peak_rss_mib"]]
+
+
+TIMING_COLUMNS = [*(f"infer s/1k K={k}" for k in TIMED_KS), "p50 / p99 ms", "peak RSS MiB"]
+TIMING_NOTE = (
+    "Inference: top-K lists for every test user, per 1,000 users, the median of "
+    f"{TIMING_REPEATS} runs; p50 / p99: one request of one user, for the first "
+    f"{LATENCY_USERS}; peak RSS is the whole process's while the model trained and ran."
+)
+
+
+def _phases_line(section: dict[str, Any]) -> str:
+    phases = section.get("phases")
+    if not phases:
+        return ""
+    prepared = phases["prepare_seconds"]
+    prepared = f"prepared in {prepared:.1f} s" if prepared is not None else "prepared before"
+    return (
+        f" {prepared.capitalize()}; Item LLM vectors in {phases['embed_seconds']:.1f} s "
+        f"({phases['encoded_items']:,} items encoded, the rest from the cache)."
+    )
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     """The results table per dataset, the beam-search inference ratios with model sizes, the
     item-quality check and what was not run."""
-    settings, machine = results["settings"], results["machine"]
-    gpu = f", {machine['gpu']}" if "gpu" in machine else ""
+    settings = results["settings"]
     jobs = settings.get("jobs", 1)
     concurrency = (
         f"; {jobs} models trained at once, each in its own process (timings include the contention)"
@@ -30,13 +91,9 @@ def results_markdown(results: dict[str, Any]) -> str:
     lines = [
         "# lite-rec benchmark",
         "",
-        f"`{results['command']}` on {machine['cpus']} CPU(s){gpu}, "
-        f"{machine['torch_threads']} torch thread(s), {machine['platform']}"
-        f"; quick: {settings['quick']}{concurrency}. Test split, leave-one-out, full ranking "
-        "(history excluded); generative models rank only their 20 beams (a target outside them "
-        "counts as missed). Inference: top-K lists for every test user, per 1,000 users, the "
-        f"median of {TIMING_REPEATS} runs; peak RSS is the whole process's while the model "
-        "trained and ran.",
+        f"{machine_line(results)}; quick: {settings['quick']}{concurrency}. Test split, "
+        "leave-one-out, full ranking (history excluded); generative models rank only their 20 "
+        f"beams (a target outside them counts as missed). {TIMING_NOTE}",
         "",
     ]
     if not results.get("complete"):
@@ -45,25 +102,22 @@ def results_markdown(results: dict[str, Any]) -> str:
             "dataset); unlisted models have not run.**",
             "",
         ]
-    columns = ["model", "parameters", *METRICS, "train s", "epochs", "infer s/1k K=10"]
-    columns += ["infer s/1k K=20", "peak RSS MiB"]
+    columns = ["model", "parameters", *METRICS, "train s", "epochs", *TIMING_COLUMNS]
     for dataset, section in results["datasets"].items():
         stats = section["stats"]
+        rows = [
+            [name, row["parameters"], *(row[f"test_{m}"] for m in METRICS)]
+            + [row["train_seconds"], epochs_cell(row), *_timing_cells(row)]
+            for name, row in section["models"].items()
+        ]
         lines += [
             f"## {dataset}",
             "",
             f"{stats['users']:,} users, {stats['items']:,} items, "
-            f"{stats['interactions']:,} interactions.",
+            f"{stats['interactions']:,} interactions.{_phases_line(section)}",
             "",
-            "| " + " | ".join(columns) + " |",
-            "|" + "---|" * len(columns),
+            *markdown_table(columns, rows),
         ]
-        for name, row in section["models"].items():
-            cells = [name, row["parameters"], *(row[f"test_{m}"] for m in METRICS)]
-            cells += [row["train_seconds"], f"{row['epochs']} (best {row['best_epoch']})"]
-            cells += [row[f"infer_seconds_per_1000_users_k{k}"] for k in TIMED_KS]
-            cells += [row["peak_rss_mib"]]
-            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         lines += ["", *(f"- `{n}`: {MODELS[n]}" for n in section["models"]), ""]
         for name, error in section.get("failed", {}).items():
             lines.append(f"- **`{name}` failed**: {error}")
@@ -84,6 +138,92 @@ def results_markdown(results: dict[str, Any]) -> str:
         lines.append("")
     lines += ["## Not run", "", *(f"- `{n}`: {why}" for n, why in NOT_RUN.items()), ""]
     return "\n".join(lines)
+
+
+def best_validation(row: dict[str, Any], metric: str = "valid_ndcg@10") -> float:
+    """The metric at the row's best epoch."""
+    return next(h[metric] for h in row["history"] if h["epoch"] == row["best_epoch"])
+
+
+def sweep_markdown(results: dict[str, Any]) -> str:
+    """The sweep's runs, best test NDCG@10 first, and with seeds each variant's mean (sd)."""
+    lines = [
+        "# Lite-LLM4Rec configuration sweep",
+        "",
+        f"{machine_line(results)}; {results['settings']['jobs']} run(s) at once (train s "
+        f"includes the contention). Test split, full ranking (history excluded). {TIMING_NOTE}",
+        "",
+    ]
+    if not results.get("complete"):
+        lines += ["**Incomplete: the run stopped, is still running or a run failed.**", ""]
+    columns = ["run", "changes", "recipe", "valid N@10", "test R@10", "test N@10", "test R@20"]
+    columns += ["epochs", "train s", "s/epoch (median)", *TIMING_COLUMNS]
+    rows = [
+        [r["variant"], ", ".join(r["overrides"]) or "-", r["recipe"], best_validation(r)]
+        + [r["test_recall@10"], r["test_ndcg@10"], r["test_recall@20"], epochs_cell(r)]
+        + [r["train_seconds"], statistics.median(h["seconds"] for h in r["history"])]
+        + _timing_cells(r)
+        for r in sorted(results["rows"], key=lambda r: -r["test_ndcg@10"])
+    ]
+    lines += markdown_table(columns, rows)
+    for name, error in results.get("failed", {}).items():
+        lines.append(f"\n- **`{name}` failed**: {error}")
+    if results["settings"]["seeds"]:
+        lines += ["", *seed_means(results["rows"])]
+    return "\n".join(lines) + "\n"
+
+
+def seed_means(runs: list[dict[str, Any]]) -> list[str]:
+    """Each variant's mean (standard deviation) over its seeds, as markdown table lines."""
+    metrics = ["test_recall@10", "test_ndcg@10", "test_recall@20"]
+    rows = []
+    for variant in dict.fromkeys(r["base"] for r in runs):
+        of_variant = sorted((r for r in runs if r["base"] == variant), key=lambda r: r["seed"])
+        cells = [variant, ", ".join(str(r["seed"]) for r in of_variant)]
+        for values in [[best_validation(r) for r in of_variant]] + [
+            [r[m] for r in of_variant] for m in metrics
+        ]:
+            spread = statistics.stdev(values) if len(values) > 1 else float("nan")
+            cells.append(f"{statistics.mean(values):.4f} ({spread:.4f})")
+        rows.append(cells)
+    columns = ["variant", "seeds", "valid N@10", "test R@10", "test N@10", "test R@20"]
+    return markdown_table(columns, rows)
+
+
+def comparison_table(paths: list[Path], models: list[str] | None = None) -> str:
+    """Recall@10 / NDCG@10 (epochs) per model with the datasets side by side, from several
+    `lite-rec bench` results.json files; a model found in several is taken from the first that
+    has it, and the `run` column says which. `models` picks and orders the rows (default:
+    every model, in the order the files list them)."""
+    runs = [json.loads(path.read_text()) for path in paths]
+    datasets = list(dict.fromkeys(d for run in runs for d in run["datasets"]))
+    models = models or list(
+        dict.fromkeys(m for run in runs for s in run["datasets"].values() for m in s["models"])
+    )
+    rows = []
+    for model in models:
+        cells, sources = [model], []
+        for dataset in datasets:
+            found = [
+                (index, run["datasets"][dataset]["models"][model])
+                for index, run in enumerate(runs)
+                if model in run["datasets"].get(dataset, {}).get("models", {})
+            ]
+            if found:
+                index, row = found[0]
+                r10, n10 = row["test_recall@10"], row["test_ndcg@10"]
+                cells.append(f"{r10:.4f} / {n10:.4f} ({row['epochs']})")
+                sources.append(str(index + 1))
+            else:
+                cells.append("-")
+        rows.append([*cells, ", ".join(dict.fromkeys(sources))])
+    columns = ["model", *(f"{d} R@10 / N@10 (epochs)" for d in datasets), "run"]
+    lines = [*markdown_table(columns, rows), ""]
+    lines += [
+        f"run {i + 1}: `{path}`: `{run['command']}`"
+        for i, (path, run) in enumerate(zip(paths, runs, strict=True))
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def plot_results(section: dict[str, Any], dataset: str, out_dir: Path) -> list[Path]:

@@ -1,5 +1,7 @@
-"""Running the benchmark: each dataset prepared and embedded once, each model trained, timed
-and scored on it, and the results written (`run_bench`)."""
+"""The benchmark runner every `lite-rec bench` tool shares: datasets prepared and embedded once
+(phases timed), each model trained, timed and scored on them (`run_model`, `run_models`), the
+process's peak memory (`PeakMemory`), the machine a run measured (`machine`) and the results
+written (`write_results`); `run_bench` is the whole-benchmark run."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 import torch
 
@@ -25,6 +28,7 @@ from lite_rec.baselines.generative import GenerativeConfig
 from lite_rec.baselines.random_item_llm import random_item_embeddings
 from lite_rec.bench.models import (
     BEAM_MODELS,
+    LATENCY_USERS,
     MODELS,
     REFERENCE,
     SAME_ENCODER,
@@ -47,11 +51,21 @@ DEFAULT_DATASETS = ["ml-latest-small"]
 
 
 class PeakMemory:
-    """The process's peak resident memory while the block runs, sampled every 20 ms."""
+    """Peak resident memory of a process and its children (default: this process) while the
+    block runs, sampled every 20 ms."""
+
+    def __init__(self, pid: int | None = None) -> None:
+        self._process = psutil.Process(pid)
+
+    def rss_mib(self) -> float:
+        try:
+            processes = [self._process, *self._process.children(recursive=True)]
+            return sum(p.memory_info().rss for p in processes) / 2**20
+        except psutil.NoSuchProcess:
+            return 0.0
 
     def __enter__(self) -> PeakMemory:
-        self._process = psutil.Process()
-        self.start_mib = self.peak_mib = self._process.memory_info().rss / 2**20
+        self.start_mib = self.peak_mib = self.rss_mib()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -59,45 +73,88 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.02):
-            self.peak_mib = max(self.peak_mib, self._process.memory_info().rss / 2**20)
+            self.peak_mib = max(self.peak_mib, self.rss_mib())
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak_mib = max(self.peak_mib, self._process.memory_info().rss / 2**20)
+        self.peak_mib = max(self.peak_mib, self.rss_mib())
+
+
+def machine(device: str = "cpu") -> dict[str, Any]:
+    """What a measurement ran on: CPUs, torch threads, platform, torch, device (and GPU)."""
+    return {
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "device": device,
+        **({"gpu": torch.cuda.get_device_name(device)} if device.startswith("cuda") else {}),
+    }
+
+
+def write_results(out_dir: Path, results: dict[str, Any], markdown: str) -> None:
+    """`out_dir/results.json` and `out_dir/results.md`, each replaced atomically."""
+    write_file_atomically(out_dir / "results.json", json.dumps(results, indent=1) + "\n")
+    write_file_atomically(out_dir / "results.md", markdown)
+
+
+def output_folder(out_dir: str | Path) -> Path:
+    """`--out`, created; an existing file there is refused."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out {out_dir}: exists and is not a folder; expected a folder path")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def time_inference(
+    recommend: Callable[[list[np.ndarray], int], np.ndarray], histories: list[np.ndarray]
+) -> tuple[dict[str, float], np.ndarray]:
+    """Top-K lists for every history at each K of TIMED_KS (seconds per 1,000 users, the median
+    of TIMING_REPEATS passes) and one request of one history for the first LATENCY_USERS (p50
+    and p99 ms). -> (those numbers, the top-max(K) lists of the last pass)"""
+    recommend(histories[:8], max(TIMED_KS))  # warm-up: lazy initialisation
+    timings, top = {}, None
+    for k in TIMED_KS:
+        passes = []
+        for _ in range(TIMING_REPEATS):
+            started = time.perf_counter()
+            top = recommend(histories, k)
+            passes.append(time.perf_counter() - started)
+        timings[f"infer_seconds_per_1000_users_k{k}"] = (
+            statistics.median(passes) / len(histories) * 1000
+        )
+    latencies = []
+    for history in histories[:LATENCY_USERS]:
+        started = time.perf_counter()
+        recommend([history], min(TIMED_KS))
+        latencies.append(1000 * (time.perf_counter() - started))
+    timings["latency_p50_ms"] = float(np.percentile(latencies, 50))
+    timings["latency_p99_ms"] = float(np.percentile(latencies, 99))
+    return timings, top
 
 
 def run_model(name: str, bench: BenchData) -> dict[str, Any]:
-    """Train one model, then time its top-10 and top-20 lists for every test user and score
-    it; one row of the results table."""
+    """Train one model, time its top-K lists (`time_inference`) and score it on the test split;
+    one row of the results table."""
     histories, _ = bench.data.histories_and_targets("test")
     with PeakMemory() as memory:
         started = time.perf_counter()
         run = TRAINERS[name](bench)
         train_seconds = time.perf_counter() - started
-        run.recommend(histories[:8], max(TIMED_KS))  # warm-up: lazy initialisation
-        seconds, top = {}, None
-        for k in TIMED_KS:
-            runs = []
-            for _ in range(TIMING_REPEATS):
-                started = time.perf_counter()
-                top = run.recommend(histories, k)
-                runs.append(time.perf_counter() - started)
-            seconds[k] = statistics.median(runs)
+        timings, top = time_inference(run.recommend, histories)
         metrics = run.test_metrics(top)
-    parameters = sum(p.numel() for p in run.model.parameters())
     row = {
         "model": name,
         "description": MODELS[name],
-        "parameters": parameters,
+        "parameters": sum(p.numel() for p in run.model.parameters()),
         **{f"test_{k}": v for k, v in metrics.items()},
         "train_seconds": train_seconds,
         "best_epoch": run.best_epoch,
         "epochs": len(run.history),
-        **{
-            f"infer_seconds_per_1000_users_k{k}": s / len(histories) * 1000
-            for k, s in seconds.items()
-        },
+        **run.details,
+        **timings,
         "peak_rss_mib": memory.peak_mib,
         "rss_before_mib": memory.start_mib,
         "history": run.history,
@@ -160,14 +217,18 @@ def load_bench_data(
     work_dir: Path,
     cache_dir: Path,
 ) -> tuple[BenchData, dict[str, Any]]:
-    """One dataset prepared (once: `work_dir/<name>/processed` is reused) and embedded ->
-    what its models share, and its section of results.json with no model run yet."""
+    """One dataset prepared (once: `work_dir/<name>/processed` is reused) and embedded, each
+    phase timed -> what its models share, and its section of results.json with no model run
+    yet (`phases`: prepare seconds, null when reused; embedding seconds and items encoded)."""
     processed = work_dir / Path(name).name / "processed"
+    prepare_seconds = None
     if not (processed / "stats.json").is_file():
+        started = time.perf_counter()
         prepare(dataset_source(name), processed, config.data.format, config.data.k_core)
+        prepare_seconds = time.perf_counter() - started
     data = load_sequences(processed)
     # Item vectors are computed (or read from the cache) before any model's clock starts.
-    embeddings, _ = item_embeddings(data.items, config.item_llm, cache_dir)
+    embeddings, report = item_embeddings(data.items, config.item_llm, cache_dir)
     random_embeddings = (
         random_item_embeddings(data.items, config.item_llm, cache_dir, config.train.seed)
         if "lite_random_item_llm" in models
@@ -179,6 +240,11 @@ def load_bench_data(
     )
     section: dict[str, Any] = {
         "stats": json.loads((processed / "stats.json").read_text()),
+        "phases": {
+            "prepare_seconds": prepare_seconds,
+            "embed_seconds": report.seconds,
+            "encoded_items": report.encoded,
+        },
         "models": {},
         "inference_ratio": {},
         "item_quality": item_quality(bench),
@@ -289,24 +355,10 @@ def run_bench(
     # Imported up front, so that no model's training time includes importing its architecture.
     from transformers import BertModel, GPT2Model, T5ForConditionalGeneration  # noqa: F401
 
-    out_dir, work_dir = Path(out_dir), Path(work_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"--out {out_dir}: exists and is not a folder; expected a folder path")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir, work_dir = output_folder(out_dir), Path(work_dir)
     results: dict[str, Any] = {
         "command": command,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "device": config.train.device,
-            **(
-                {"gpu": torch.cuda.get_device_name(config.train.device)}
-                if config.train.device.startswith("cuda")
-                else {}
-            ),
-        },
+        "machine": machine(config.train.device),
         "settings": {
             "quick": quick,
             "jobs": jobs,
@@ -319,14 +371,13 @@ def run_bench(
         "complete": False,  # True once every model of every dataset has run
     }
 
-    def write_results() -> None:
+    def write() -> None:
         # Rewritten after every model, so a run stopped part-way keeps what it measured.
-        write_file_atomically(out_dir / "results.json", json.dumps(results, indent=1) + "\n")
-        write_file_atomically(out_dir / "results.md", results_markdown(results))
+        write_results(out_dir, results, results_markdown(results))
 
     def store(label: str, section: dict[str, Any]) -> None:
         results["datasets"][label] = section
-        write_results()
+        write()
 
     benches = [
         load_bench_data(name, models, config, generative, work_dir, Path(cache_dir))
@@ -337,7 +388,7 @@ def run_bench(
     for bench, section in benches:
         plots += plot_results(section, bench.name, out_dir)
     results["complete"] = not failed
-    write_results()
+    write()
     if tracking is not None:
         log_bench(results, out_dir, plots, tracking)
     if failed:  # after writing what the others measured
