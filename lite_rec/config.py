@@ -3,6 +3,7 @@ Dagster all build the same classes from it."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,8 +69,8 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    # auto | sparse | none: the settings sparse data needs, or not, or chosen from the data
-    # (lite_rec/recipe.py has the recipe and the rule).
+    # auto | none | a name in `Config.recipes` (params.yaml `recipes`): the overlay of settings
+    # to apply, or none, or chosen from the data (lite_rec/recipe.py has the rule).
     recipe: str = "auto"
     strategy: str = "traversal"  # traversal | sampling
     loss: str = "ce"  # ce (full softmax) | sampled (sampled softmax)
@@ -139,6 +140,26 @@ def saved_section(section: str, saved: dict[str, Any], defaults: Any) -> dict[st
     return {**dataclasses.asdict(defaults), **BEFORE_KEY_EXISTED.get(section, {}), **saved}
 
 
+# `train.recipe`'s overlays: recipe -> section -> key -> value, set over params.yaml's values
+# when the config is resolved against the data (`lite_rec.recipe.resolve_config`). `sparse` is
+# what short-history, many-user data such as the Amazon 5-core sets need (docs/findings.md).
+DEFAULT_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "sparse": {
+        "model": {"dropout": 0.5, "positions": "end", "whiten_text": True},
+        "train": {
+            "lr_decay": 0.5,
+            "lr_decay_patience": 1,
+            "min_delta": 1e-4,
+            "patience": 3,
+            "refit_epochs": 2,
+        },
+    },
+}
+# Recipe names with a meaning of their own: pick one from the data, or apply none.
+BUILT_IN_RECIPES = ("auto", "none")
+SECTIONS = ("data", "item_llm", "model", "train", "serving")
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -146,13 +167,25 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    recipes: dict[str, dict[str, dict[str, Any]]] = field(
+        default_factory=lambda: copy.deepcopy(DEFAULT_RECIPES)
+    )
+    # `section.key` names set explicitly (`--set`, Dagster's overrides): a recipe never
+    # changes them, whatever their value.
+    chosen: frozenset[str] = frozenset()
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The sections and the recipes, as params.yaml holds them."""
+        sections = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        return {**sections, "recipes": copy.deepcopy(self.recipes)}
 
     def flat(self) -> dict[str, Any]:
-        """`section.key -> value`, as logged to MLflow."""
-        return {f"{s}.{k}": v for s, values in self.to_dict().items() for k, v in values.items()}
+        """`section.key -> value` of the sections, as logged to MLflow."""
+        return {
+            f"{section}.{key}": value
+            for section in SECTIONS
+            for key, value in dataclasses.asdict(getattr(self, section)).items()
+        }
 
 
 def _coerce(value: Any, kind: type, name: str) -> Any:
@@ -166,19 +199,50 @@ def _coerce(value: Any, kind: type, name: str) -> Any:
         raise ValueError(f"{name}: expected {kind.__name__}, got {value!r}") from error
 
 
-def config_from_dict(values: dict[str, Any]) -> Config:
-    """Build a `Config`, rejecting unknown sections and keys by name."""
-    config = Config()
-    for section, entries in (values or {}).items():
-        if not hasattr(config, section):
-            raise ValueError(f"unknown config section {section!r}")
-        target = getattr(config, section)
-        hints = get_type_hints(type(target))
-        for key, value in (entries or {}).items():
-            if key not in hints:
-                known = ", ".join(hints)
-                raise ValueError(f"unknown key {section}.{key} (known: {known})")
-            setattr(target, key, _coerce(value, _base_type(hints[key]), f"{section}.{key}"))
+def _typed_section(section: str, entries: dict[str, Any], name: str) -> dict[str, Any]:
+    """`entries` of config section `section`, each coerced to its key's type; an unknown key
+    is refused by `name` (how the caller calls the section: `train`, `recipes.sparse.train`)."""
+    if section not in SECTIONS:
+        raise ValueError(f"unknown config section {name!r}")
+    hints = get_type_hints(type(getattr(Config(), section)))
+    typed = {}
+    for key, value in (entries or {}).items():
+        if key not in hints:
+            raise ValueError(f"unknown key {name}.{key} (known: {', '.join(hints)})")
+        typed[key] = _coerce(value, _base_type(hints[key]), f"{name}.{key}")
+    return typed
+
+
+def _typed_recipes(recipes: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    for recipe in recipes or {}:
+        if recipe in BUILT_IN_RECIPES:
+            raise ValueError(f"recipes.{recipe}: {recipe!r} is built in, pick another name")
+    return {
+        recipe: {
+            section: _typed_section(section, entries, f"recipes.{recipe}.{section}")
+            for section, entries in (sections or {}).items()
+        }
+        for recipe, sections in (recipes or {}).items()
+    }
+
+
+def config_from_dict(values: dict[str, Any], chosen: frozenset[str] = frozenset()) -> Config:
+    """Build a `Config`, rejecting unknown sections and keys by name. `chosen`: the keys a
+    person set explicitly (see `Config.chosen`)."""
+    values = dict(values or {})
+    recipes = _typed_recipes(values.pop("recipes")) if "recipes" in values else DEFAULT_RECIPES
+    typed = {
+        section: _typed_section(section, entries, section) for section, entries in values.items()
+    }
+    sections = {
+        section: dataclasses.replace(getattr(Config(), section), **entries)
+        for section, entries in typed.items()
+    }
+    config = Config(**sections, recipes=copy.deepcopy(recipes), chosen=frozenset(chosen))
+    recipe = config.train.recipe
+    if recipe not in (*BUILT_IN_RECIPES, *config.recipes):
+        known = ", ".join((*BUILT_IN_RECIPES, *config.recipes))
+        raise ValueError(f"train.recipe: expected one of {known}, got {recipe!r}")
     return config
 
 
@@ -199,14 +263,18 @@ def parse_overrides(pairs: list[str]) -> dict[str, dict[str, str]]:
 
 
 def load_config(params_file: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults from `params.yaml` (when present), then `--set` overrides."""
+    """Defaults from `params.yaml` (when present), then `--set` overrides, which the recipe
+    (applied later, by `lite_rec.recipe.resolve_config`) never changes."""
     path = Path(params_file) if params_file else PARAMS_FILE
     values: dict[str, Any] = yaml.safe_load(path.read_text()) if path.exists() else {}
-    sections = {section.name for section in dataclasses.fields(Config)}
-    values = {k: v for k, v in (values or {}).items() if k in sections}
+    values = {k: v for k, v in (values or {}).items() if k in (*SECTIONS, "recipes")}
+    chosen = set()
     for section, entries in parse_overrides(list(overrides)).items():
+        if section == "recipes":
+            raise ValueError("--set recipes...: edit the recipes section of the params file")
         values.setdefault(section, {}).update(entries)
-    return config_from_dict(values)
+        chosen |= {f"{section}.{key}" for key in entries}
+    return config_from_dict(values, frozenset(chosen))
 
 
 def project_path(path: str | Path) -> Path:

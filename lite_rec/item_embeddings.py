@@ -269,7 +269,7 @@ def _cache_folder(cache_dir: Path, config: ItemLLMConfig) -> Path:
 
 
 def _cache_files(folder: Path) -> list[Path]:
-    """The chunks in `folder`, after `<folder>.npz`: the single-file cache format, still read."""
+    """The chunks in `folder`, after `<folder>.npz` (the single-file cache format, read too)."""
     single_file = folder.with_name(f"{folder.name}.npz")
     chunks = sorted(folder.glob("*.npz")) if folder.is_dir() else []
     return ([single_file] if single_file.is_file() else []) + chunks

@@ -3,7 +3,6 @@ evaluate it, each tracked in MLflow. The CLI, DVC and Dagster all call these."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
@@ -21,7 +20,7 @@ from lite_rec.evaluate import evaluate
 from lite_rec.model_io import MODEL_CONFIG_FILE, MODEL_FILE, load_model, trained_on_validation_items
 from lite_rec.outputs import OutputError, staged_output
 from lite_rec.plots import learning_curve, metrics_table
-from lite_rec.recipe import apply_recipe
+from lite_rec.recipe import resolve_config
 from lite_rec.sequences import SequenceData
 from lite_rec.serving import CATALOG_FILE, write_catalog
 from lite_rec.tracking import Tracking, log_metrics, log_pyfunc
@@ -66,8 +65,7 @@ def train_rec_model(
     """Train, write the model directory, and log the run (params, per-epoch metrics,
     learning curve, validation metrics, the pyfunc model) to MLflow."""
     # Resolved before logging: the run's params and config.yaml show the settings it used.
-    model_config, train_config = apply_recipe(config.model, config.train, data)
-    config = dataclasses.replace(config, model=model_config, train=train_config)
+    config = resolve_config(config, data)
     out_dir = Path(out_dir)
     with (
         staged_output(out_dir, "model", MODEL_DIR_FILES, keep_partial=True) as staging,
