@@ -260,7 +260,7 @@ class RecommendationLLM(nn.Module):
             return table[1:], None
         return self.output.weight, self.output.bias
 
-    def forward(
+    def loss(
         self,
         batch: dict[str, torch.Tensor],
         num_negatives: int = 0,
@@ -290,15 +290,7 @@ class RecommendationLLM(nn.Module):
             )
         return sampled_cross_entropy(users, weights, bias, targets, num_negatives, label_smoothing)
 
-    def loss(
-        self,
-        batch: dict[str, torch.Tensor],
-        num_negatives: int = 0,
-        label_smoothing: float = 0.0,
-        chunk_logits: int = DEFAULT_CHUNK_LOGITS,
-    ) -> torch.Tensor:
-        """The training loss of `batch` (see `forward`)."""
-        return self.forward(batch, num_negatives, label_smoothing, chunk_logits)
+    forward = loss  # model(batch) is the training loss
 
     @torch.no_grad()
     def user_vectors(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
