@@ -84,15 +84,17 @@ class Catalog:
 
 
 def pseudo_words(rng: np.random.Generator, count: int) -> list[str]:
-    """`count` distinct pronounceable words of 2-3 syllables."""
-    words: list[str] = []
-    seen: set[str] = set()
-    while len(words) < count:
-        syllables = rng.choice(SYLLABLES, size=int(rng.integers(2, 4)))
-        word = "".join(syllables)
-        if word not in seen:
-            seen.add(word)
-            words.append(word)
+    """`count` distinct pronounceable words: numbers written in base len(SYLLABLES), one
+    syllable per digit (two digits at least), drawn without repeats."""
+    base = len(SYLLABLES)
+    numbers = base + rng.permutation(2 * count)[:count]  # >= base: two syllables at least
+    words = []
+    for number in numbers.tolist():
+        digits = []
+        while number:
+            number, digit = divmod(number, base)
+            digits.append(SYLLABLES[digit])
+        words.append("".join(reversed(digits)))
     return words
 
 

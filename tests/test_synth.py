@@ -11,7 +11,7 @@ import pytest
 from lite_rec.cli import main
 from lite_rec.prepare import prepare
 from lite_rec.sequences import load_sequences
-from lite_rec.synth import MOVIES_FILE, RATINGS_FILE, SynthConfig, write_synthetic
+from lite_rec.synth import MOVIES_FILE, RATINGS_FILE, SynthConfig, pseudo_words, write_synthetic
 
 
 def digest(path):
@@ -106,3 +106,9 @@ def test_bad_settings_are_named(bad):
     settings = {"users": 10, "items": 50, "interactions": 100, **bad}
     with pytest.raises(ValueError, match="synth:"):
         SynthConfig(**settings).check()
+
+
+def test_a_million_item_catalog_has_enough_distinct_words():
+    """10,000 clusters need 40,000 words: more than two- and three-syllable words allow."""
+    words = pseudo_words(np.random.default_rng(0), 40_050)
+    assert len(set(words)) == 40_050 and min(map(len, words)) >= 4
