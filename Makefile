@@ -4,6 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 DAGSTER_HOME := $(CURDIR)/.dagster_home
+DAGSTER_PORT := 3000
 
 # Quiet, offline, and no OpenMP busy-waiting (it collapses training on 2 shared cores).
 export OMP_WAIT_POLICY := PASSIVE
@@ -14,6 +15,12 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export DAGSTER_HOME
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+# Runs the command after it with SIGINT at its default disposition. A command started in the
+# background of a non-interactive shell inherits SIGINT ignored, and `dagster dev` handles
+# SIGTERM as it handles SIGINT: without this, it would ignore SIGTERM too.
+WITH_DEFAULT_SIGINT := $(BIN)/python -c 'import os, signal, sys; \
+	signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])'
 
 .PHONY: install run test dev repro lint clean
 
@@ -30,14 +37,16 @@ $(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
 	printf 'telemetry:\n  enabled: false\n' > $@
 
+# The code location is pyproject.toml's [tool.dagster] for both: the run `make run` makes is
+# recorded with its origin, so `make dev` lists it on the timeline and on main_job's page.
 run: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster job execute -m orchestration.definitions -j main_job
+	$(BIN)/python -m orchestration.launch main_job
 
 test: install
 	$(BIN)/python -m pytest -q -rs
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -m orchestration.definitions -h 127.0.0.1 -p 3000
+	$(WITH_DEFAULT_SIGINT) $(BIN)/dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT)
 
 repro: install
 	$(BIN)/dvc repro
@@ -47,3 +56,10 @@ lint: install
 
 clean:
 	rm -rf $(VENV) $(DAGSTER_HOME) mlruns data/processed data/item_embeddings models metrics
+
+# The Dagster and MLflow UIs in headless Chromium after a short pipeline run: every page shows
+# the metrics, the champion and the gate's decision (tests/browser/ui_check.py); screenshots
+# to docs/img. Needs Debian's chromium and chromium-driver (.ci/run installs them).
+.PHONY: ui-check
+ui-check: install
+	$(BIN)/python -m tests.browser.ui_check --out docs/img

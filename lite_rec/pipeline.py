@@ -7,7 +7,9 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +23,16 @@ from lite_rec.model_io import MODEL_CONFIG_FILE, MODEL_FILE, load_model, trained
 from lite_rec.outputs import OutputError, staged_output
 from lite_rec.plots import learning_curve, metrics_table
 from lite_rec.recipe import resolve_config
+from lite_rec.registry import dataset_name, registered_model_name
 from lite_rec.sequences import SequenceData
 from lite_rec.serving import CATALOG_FILE, write_catalog
-from lite_rec.tracking import Tracking, log_metrics, log_pyfunc
+from lite_rec.tracking import NOTE_TAG, Tracking, log_metrics, log_pyfunc, log_training_data
 from lite_rec.train import CHECKPOINT_FILE, TrainResult, train
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "mlflow_run.json"
+DATASET_TAG = "lite_rec.dataset"
 # Everything `train_rec_model` writes into a model folder.
 MODEL_DIR_FILES = (
     MODEL_FILE,
@@ -46,6 +50,7 @@ MODEL_DIR_FILES = (
 class TrainedModel:
     model_dir: Path
     run_id: str
+    experiment_id: str
     best_epoch: int
     valid_metrics: dict[str, float]
     history: list[dict[str, Any]]
@@ -61,27 +66,40 @@ def train_rec_model(
     out_dir: str | Path,
     tracking: Tracking,
     progress: bool = True,
+    tags: dict[str, str] | None = None,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainedModel:
-    """Train, write the model directory, and log the run (params, per-epoch metrics,
-    learning curve, validation metrics, the pyfunc model) to MLflow."""
+    """Train, write the model directory, and log the run (params, the training data,
+    per-epoch metrics, learning curve, validation metrics, the pyfunc model) to MLflow.
+    `tags` go on the run; `on_epoch_end(row)` is called after each epoch's row is logged."""
     # Resolved before logging: the run's params and config.yaml show the settings it used.
     config = resolve_config(config, data)
     out_dir = Path(out_dir)
+    dataset = dataset_name(config)
+    started = datetime.now().strftime("%Y-%m-%d %H:%M")
+    run_tags = {
+        **(tags or {}),
+        DATASET_TAG: dataset,
+        NOTE_TAG: run_description(config, data),
+    }
     with (
         staged_output(out_dir, "model", MODEL_DIR_FILES, keep_partial=True) as staging,
-        tracking.run(name=f"lite-rec {config.model.item_repr}") as run,
+        tracking.run(f"{dataset} {config.model.item_repr} {started}", tags=run_tags) as run,
     ):
         _resume_from_finished(out_dir, staging)
         model_dir = staging
         mlflow.log_params(config.flat())
         mlflow.log_params({"data.users": len(data.user_ids), "data.items": data.n_items})
         mlflow.log_text(yaml.safe_dump(config.to_dict()), "config.yaml")
+        log_training_data(data, dataset, config.data.source)
 
         def log_epoch(row: dict[str, Any]) -> None:
             # `epoch_valid_*` per epoch: MLflow shows a metric's highest step as the run's
             # value, and `valid_*` must be the trained model's (logged once, below).
             metrics = {k.replace("valid_", "epoch_valid_"): v for k, v in row.items()}
             log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=row["epoch"])
+            if on_epoch_end is not None:
+                on_epoch_end(row)
 
         result = train(
             data,
@@ -100,7 +118,7 @@ def train_rec_model(
         (model_dir / "history.json").write_text(json.dumps(result.history, indent=1))
         (model_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
         mlflow.log_artifact(str(learning_curve(result.history, model_dir / "learning_curve.png")))
-        info = log_pyfunc(model_dir)
+        info = log_pyfunc(model_dir, name=registered_model_name(dataset))
         run_record = {
             "run_id": run.info.run_id,
             "tracking_uri": tracking.resolved_uri,
@@ -112,6 +130,7 @@ def train_rec_model(
     return TrainedModel(
         out_dir,
         run.info.run_id,
+        run.info.experiment_id,
         result.best_epoch,
         valid,
         result.history,
@@ -146,12 +165,23 @@ def load_trained_model(model_dir: str | Path, tracking: Tracking) -> TrainedMode
     return TrainedModel(
         model_dir,
         record["run_id"],
+        run.info.experiment_id,
         int(run.data.metrics.get("best_epoch", 0)),
         valid,
         history,
         sum(row["seconds"] for row in history),
-        record.get("model_uri", f"runs:/{record['run_id']}/model"),
+        record["model_uri"],
         config_from_dict(yaml.safe_load((model_dir / "config.yaml").read_text())),
+    )
+
+
+def run_description(config: Config, data: SequenceData) -> str:
+    """The run's description in MLflow: what was trained on what."""
+    model, train = config.model, config.train
+    return (
+        f"Recommendation LLM ({model.item_repr} items, {model.num_layers} layers of "
+        f"{model.hidden_size}) trained on {dataset_name(config)} ({len(data.user_ids)} users, "
+        f"{data.n_items} items), recipe {train.recipe}, early stopping on validation NDCG@10."
     )
 
 
@@ -219,6 +249,9 @@ def evaluate_rec_model(
         run_id = json.loads(run_file.read_text())["run_id"]
         with tracking.run(run_id=run_id), tempfile.TemporaryDirectory() as scratch:
             log_metrics(metrics, prefix=f"{split}_")
-            table = Path(table_path or Path(scratch) / f"{split}_metrics.png")
-            mlflow.log_artifact(str(metrics_table({split: metrics}, table, split)))
+            mlflow.log_dict(metrics, f"{split}_metrics.json")
+            table = metrics_table({split: metrics}, Path(scratch) / f"{split}_metrics.png", split)
+            mlflow.log_artifact(str(table))
+            if table_path is not None:
+                shutil.copy2(table, table_path)
     return metrics

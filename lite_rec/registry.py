@@ -31,16 +31,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
 
+from lite_rec.config import Config
 from lite_rec.metrics import ranking_metrics
-from lite_rec.pipeline import TrainedModel
 from lite_rec.ranking import rank_catalog
 from lite_rec.sequences import SequenceData
 from lite_rec.tracking import Tracking, metric_name
+
+if TYPE_CHECKING:
+    from lite_rec.pipeline import TrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,19 @@ RESCORED_REFIT = (
     "the champion had refit epochs and is re-scored on new validation data, part of which it "
     "trained on: its value is flattered"
 )
+# On the training run, once the gate has judged its model.
+GATE_DECISION_TAG = "lite_rec.gate_decision"
+GATE_REASON_TAG = "lite_rec.gate_reason"
+MODEL_DESCRIPTION = """\
+Lite-LLM4Rec next-item recommender trained on {dataset}. Input: a table with a `history` column
+(raw item ids, oldest first) and an optional `k`; output per row: `item_ids` (the top-k raw
+ids, best first) and `scores`.
+
+`@champion` is the version serving loads (`models:/{name}@champion`), `@challenger` the newest
+version. The gate registers every trained model and promotes it to champion when its
+validation metric beats the champion's, both scored on the same validation data; each
+version's description says what changed and what the gate decided.
+"""
 MISS_RANK = 10**9  # the rank of a target the model cannot recommend: outside every top-k
 _process_lock = threading.Lock()
 
@@ -76,6 +93,11 @@ class GateDecision:
     challenger_value: float
     champion_version: int | None  # the champion compared against (None: there was none)
     champion_value: float | None
+
+
+def dataset_name(config: Config) -> str:
+    """The dataset a config trains on: its source folder's name, e.g. `ml-latest-small`."""
+    return Path(config.data.source).name
 
 
 def registered_model_name(dataset: str) -> str:
@@ -268,6 +290,7 @@ def register_and_gate(
     client = tracking.client()
     with registry_lock(tracking, name):
         version = int(mlflow.register_model(trained.model_uri, name).version)
+        _describe_model(client, name, dataset_name(trained.config))
         tags = {**{k: repr(v) for k, v in metrics.items()}, "run_id": trained.run_id}
         tags[REFIT_TAG] = str(trained.config.train.refit_epochs)
         fingerprint = evaluation_fingerprint(data)
@@ -302,9 +325,53 @@ def register_and_gate(
         }
         for key, tag in gate_tags.items():
             client.set_model_version_tag(name, version, key, tag)
+        client.set_tag(trained.run_id, GATE_DECISION_TAG, gate_tags["gate_decision"])
+        client.set_tag(trained.run_id, GATE_REASON_TAG, reason)
+        changes = _changes(client, trained.run_id, name, current)
+        verdict = f"Gate ({policy.metric}): {gate_tags['gate_decision']}, {reason}."
+        client.update_model_version(name, version, description=f"{changes}\n\n{verdict}")
         if promoted:
             _set_champion(client, name, version, f"gate: {reason}")
     return decision
+
+
+def _describe_model(client: mlflow.MlflowClient, name: str, dataset: str) -> None:
+    """Give the registered model its description, unless a person has written one."""
+    if not client.get_registered_model(name).description:
+        description = MODEL_DESCRIPTION.format(dataset=dataset, name=name)
+        client.update_registered_model(name, description=description)
+
+
+def _changes(client: mlflow.MlflowClient, run_id: str, name: str, champion: int | None) -> str:
+    """What a new version changes: its training run's params that differ from the champion's
+    run, or, with no champion, the dataset and the headline params."""
+    run = client.get_run(run_id)
+    params = {**run.data.params, "training data digest": _data_digest(run)}
+    if champion is None:
+        shown = ("data.source", "data.users", "data.items", "model.item_repr", "train.recipe")
+        listed = ", ".join(f"{key}={params[key]}" for key in shown if key in params)
+        return f"First version: {listed}."
+    held = client.get_model_version(name, champion)
+    champion_run = held.tags.get("run_id", held.run_id)
+    try:
+        before_run = client.get_run(champion_run)
+    except MlflowException:
+        return f"Against version {champion}: its training run {champion_run} is gone."
+    before = {**before_run.data.params, "training data digest": _data_digest(before_run)}
+    changed = [
+        f"{key}: {before.get(key, '(unset)')} -> {params.get(key, '(unset)')}"
+        for key in sorted(set(params) | set(before))
+        if params.get(key) != before.get(key)
+    ]
+    if not changed:
+        return f"Against version {champion}: the same params."
+    return f"Against version {champion}: " + "; ".join(changed) + "."
+
+
+def _data_digest(run) -> str:
+    """The digest of the dataset a run trained on (its MLflow dataset input)."""
+    digests = [item.dataset.digest for item in run.inputs.dataset_inputs]
+    return digests[0] if digests else "(none logged)"
 
 
 def promote(

@@ -8,6 +8,7 @@ that starts: every run is tagged with the host, pid and start time of its proces
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -16,14 +17,17 @@ import signal
 import socket
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import TYPE_CHECKING
+from urllib.parse import quote, urlparse
 
 import mlflow
+import numpy as np
 import pandas as pd
 import psutil
 from mlflow.entities import RunStatus
@@ -33,6 +37,10 @@ from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import Array
 
 from lite_rec.config import PROJECT_ROOT
+from lite_rec.split import SPLITS
+
+if TYPE_CHECKING:
+    from lite_rec.sequences import SequenceData
 
 EXPERIMENT = "lite_rec"
 PIP_REQUIREMENTS = ["torch==2.13.0", "pandas==3.1.1", "mlflow==3.17.2", "transformers==5.24.0"]
@@ -50,7 +58,54 @@ REOPENED_TAG = "lite_rec.reopened_finished_run"
 REOPENED_OUTCOME_TAG = "lite_rec.reopened_outcome"
 # psutil derives a start time from boot time and clock ticks: it can move by a tick or so.
 START_TIME_TOLERANCE_SECONDS = 1.0
+# What MLflow's UI reads from the experiment: its kind (model training, not GenAI), its
+# description, and a saved runs-table view (the columns a person sees first).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+NOTE_TAG = "mlflow.note.content"
+RUNS_VIEW = "lite_rec_runs"
+RUNS_VIEW_TAG = f"mlflow.sharedViewState.{RUNS_VIEW}"
+RUNS_VIEW_METRICS = (
+    "valid_ndcg_at_10",
+    "valid_recall_at_10",
+    "test_ndcg_at_10",
+    "test_recall_at_10",
+)
+RUNS_VIEW_PARAMS = ("model.item_repr", "train.recipe", "data.users", "data.items")
+EXPERIMENT_DESCRIPTION = """\
+Lite-LLM4Rec training runs: one run per training of the Recommendation LLM on one dataset.
+
+- Run name: dataset, item representation (`model.item_repr`) and start time.
+- Params: the resolved config (`train.recipe` applied); `data.users`, `data.items`.
+- Metrics: `epoch_valid_*` per epoch, `valid_*` of the trained model (full ranking over the
+  catalog), `test_*` once `lite-rec evaluate` has run.
+- Dataset input: the training interactions, with a digest of the processed data.
+- Tags: `lite_rec.dataset`, `dagster.run_id` when Dagster ran it, `lite_rec.gate_decision` and
+  `lite_rec.gate_reason` once the gate has judged its model.
+- Model: a pyfunc named `lite_rec_<dataset>` that answers in raw item ids, registered as a
+  version of the registered model of the same name; `@champion` is what serving loads.
+"""
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _column(kind: str, key: str) -> str:
+    return f"{kind}.`{key}`"  # how MLflow's runs table names a column
+
+
+# The runs table's saved view: the dataset, the headline metrics and params (MLflow shows
+# attribute columns first: its default source and models columns would push the metrics out
+# of sight), best validation NDCG@10 first.
+RUNS_VIEW_STATE = json.dumps(
+    {
+        "selectedColumns": [
+            _column("attributes", "Dataset"),
+            *(_column("metrics", key) for key in RUNS_VIEW_METRICS),
+            *(_column("params", key) for key in RUNS_VIEW_PARAMS),
+        ],
+        "orderByKey": _column("metrics", "valid_ndcg_at_10"),
+        "orderByAsc": False,
+    }
+)
 KILLED = RunStatus.to_string(RunStatus.KILLED)
 FINISHED = RunStatus.to_string(RunStatus.FINISHED)
 
@@ -142,6 +197,20 @@ def _process_alive(pid: int, started: float) -> bool:
         return True  # another user's process: it exists, and it may be the one
 
 
+def _set_experiment_tag(client, experiment_id: str, key: str, value: str, keep: bool) -> None:
+    """Set an experiment tag that processes starting together may all set at once: a tracking
+    server backed by a database refuses the second insert of a new key. That is fine when the
+    tag now exists (`keep`: whatever its value) or holds `value`; otherwise set it again."""
+    try:
+        client.set_experiment_tag(experiment_id, key, value)
+    except mlflow.exceptions.MlflowException:
+        tags = client.get_experiment(experiment_id).tags
+        if key not in tags:
+            raise
+        if not keep and tags[key] != value:
+            client.set_experiment_tag(experiment_id, key, value)
+
+
 @dataclass
 class Tracking:
     """Where runs go. `uri` accepts any MLflow tracking URI but a plain path."""
@@ -174,18 +243,35 @@ class Tracking:
                 # Another process created it first (first runs started together): use it.
                 if mlflow.get_experiment_by_name(self.experiment) is None:
                     raise
-        mlflow.set_experiment(self.experiment)
+        experiment = mlflow.set_experiment(self.experiment)
+        self._describe_experiment(experiment)
+
+    def _describe_experiment(self, experiment) -> None:
+        """Tag the experiment as model training with a description, where a person has not
+        set them, and (re)write lite-rec's runs-table view."""
+        client = self.client()
+        wanted = {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND, NOTE_TAG: EXPERIMENT_DESCRIPTION}
+        for key, value in wanted.items():
+            if key not in experiment.tags:
+                _set_experiment_tag(client, experiment.experiment_id, key, value, keep=True)
+        if experiment.tags.get(RUNS_VIEW_TAG) != RUNS_VIEW_STATE:
+            _set_experiment_tag(
+                client, experiment.experiment_id, RUNS_VIEW_TAG, RUNS_VIEW_STATE, keep=False
+            )
 
     @contextmanager
-    def run(self, name: str | None = None, run_id: str | None = None):
-        """The active MLflow run, new or resumed by `run_id`. It ends FINISHED, FAILED on an
-        exception, or KILLED on SIGTERM/SIGINT, after which the process ends as it would have.
+    def run(
+        self, name: str | None = None, run_id: str | None = None, tags: dict[str, str] | None = None
+    ):
+        """The active MLflow run, new or resumed by `run_id`, with `tags`. It ends FINISHED,
+        FAILED on an exception, or KILLED on SIGTERM/SIGINT, after which the process ends as it
+        would have.
         A finished run reopened to add to it stays FINISHED whatever stops the addition (tag
         `lite_rec.reopened_outcome` says what). Runs of this experiment whose process died
         first are marked KILLED (a reopened finished run: FINISHED) before it starts."""
         self.activate()
         self.sweep_stale_runs()
-        tags = _process_tags()
+        tags = {**(tags or {}), **_process_tags()}
         reopened = run_id is not None and self.client().get_run(run_id).info.status == FINISHED
         if reopened:
             tags[REOPENED_TAG] = "true"
@@ -245,6 +331,24 @@ class Tracking:
         return mlflow.MlflowClient(tracking_uri=self.resolved_uri)
 
 
+def experiment_url(ui_url: str, experiment_id: str) -> str:
+    """The MLflow UI page of the experiment's runs in its model-training view (MLflow 3's UI
+    opens in its GenAI view unless the link asks otherwise), with lite-rec's metric and param
+    columns shown."""
+    query = f"workflowType=machine_learning&viewStateShareKey={RUNS_VIEW}"
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+
+
+def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI page of a run."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def model_version_url(ui_url: str, name: str, version: int | str) -> str:
+    """The MLflow UI page of a registered model's version."""
+    return f"{ui_url.rstrip('/')}/#/models/{quote(name, safe='')}/versions/{version}"
+
+
 def metric_name(name: str) -> str:
     """MLflow forbids '@': `recall@10` is logged as `recall_at_10`."""
     return name.replace("@", "_at_")
@@ -252,6 +356,42 @@ def metric_name(name: str) -> str:
 
 def log_metrics(metrics: dict[str, float], prefix: str = "", step: int | None = None) -> None:
     mlflow.log_metrics({metric_name(prefix + k): v for k, v in metrics.items()}, step=step)
+
+
+def data_digest(data: SequenceData) -> str:
+    """A hash of the processed data (catalog, users, sequences, split points): equal digests
+    mean the same training and evaluation data."""
+    digest = hashlib.sha256()
+    for ids in (data.item_ids, data.user_ids):
+        digest.update("\0".join(map(str, ids)).encode())
+    digest.update(np.asarray(data.train_lengths, dtype=np.int64).tobytes())
+    for sequence in data.sequences:
+        digest.update(np.asarray(sequence, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def log_training_data(data: SequenceData, dataset: str, source: str) -> None:
+    """Log the interactions the run trains on as the run's MLflow dataset input (its name,
+    `data_digest`, source, schema and row count; not the rows themselves)."""
+    lengths = [len(sequence) for sequence in data.sequences]
+    # Each user's rows are its train items, then its validation item, then its test item.
+    per_split = np.column_stack([data.train_lengths, np.ones((len(lengths), 2), dtype=int)])
+    splits = np.repeat(np.tile(np.array(SPLITS, dtype=object), len(lengths)), per_split.ravel())
+    interactions = pd.DataFrame(
+        {
+            "user_id": np.repeat(data.user_ids.astype(str), lengths),
+            "item_id": data.item_ids.astype(str)[np.concatenate(data.sequences)],
+            "split": splits,
+        }
+    )
+    uri = Path(source).resolve().as_uri() if urlparse(source).scheme == "" else source
+    with warnings.catch_warnings():
+        # MLflow registers its local-file source class twice and warns that it picked one.
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
+        frame = mlflow.data.from_pandas(
+            interactions, source=uri, name=dataset, digest=data_digest(data)
+        )
+    mlflow.log_input(frame, context="training")
 
 
 class LiteRecPyfunc(mlflow.pyfunc.PythonModel):
@@ -292,9 +432,11 @@ class LiteRecPyfunc(mlflow.pyfunc.PythonModel):
 SERVING_FILES = ("model.pt", "model_config.json", "catalog.json")
 
 
-def log_pyfunc(model_dir: str | Path, registered_model_name: str | None = None):
+def log_pyfunc(
+    model_dir: str | Path, name: str = "lite_rec", registered_model_name: str | None = None
+):
     """Log the servable part of a model directory (weights, config, catalog: not the training
-    checkpoint) as a pyfunc in the active run; optionally register it."""
+    checkpoint) as a pyfunc model called `name` in the active run; optionally register it."""
     model_dir = Path(model_dir)
     item_ids = json.loads((model_dir / "catalog.json").read_text())["item_ids"]
     example = pd.DataFrame({"history": [item_ids[:3]], "k": [10]})
@@ -311,10 +453,10 @@ def log_pyfunc(model_dir: str | Path, registered_model_name: str | None = None):
         ),
     )
     with tempfile.TemporaryDirectory() as staging:
-        for name in SERVING_FILES:
-            shutil.copy2(model_dir / name, Path(staging) / name)
+        for file in SERVING_FILES:
+            shutil.copy2(model_dir / file, Path(staging) / file)
         return mlflow.pyfunc.log_model(
-            name="model",
+            name=name,
             python_model=LiteRecPyfunc(),
             artifacts={"model_dir": staging},
             code_paths=[str(PROJECT_ROOT / "lite_rec")],

@@ -45,9 +45,21 @@ class Failure:
 
 
 @dataclass
+class ExpectationResult:
+    """One expectation of a suite as it ran: what it asked of which column, and the verdict."""
+
+    expectation: str
+    column: str
+    expected: str  # the expectation in words
+    success: bool
+    unexpected_count: int
+    severity: str  # "critical" stops the pipeline, "warning" is reported
+
+
+@dataclass
 class ValidationReport:
     table: str
-    evaluated: int
+    results: list[ExpectationResult]  # every expectation that ran, in suite order
     failures: list[Failure]
     warnings: list[Failure] = field(default_factory=list)
     rows: int = 0
@@ -55,14 +67,6 @@ class ValidationReport:
     @property
     def success(self) -> bool:
         return not self.failures
-
-    def metadata(self) -> dict[str, object]:
-        return {
-            "expectations": self.evaluated,
-            "failed": len(self.failures),
-            "failures": [f.describe() for f in self.failures],
-            "warnings": [f.describe() for f in self.warnings],
-        }
 
     def raise_for_failures(self, file: str | Path | None) -> None:
         """One line naming the file, the first offending line, the column, what was expected
@@ -180,9 +184,9 @@ def _validate(table: str, frame: pd.DataFrame, known_items: pd.Series | None) ->
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     if len(frame) == 0:
-        return ValidationReport(
-            table, 1, [Failure("expect_table_row_count_to_be_positive", "*", 0, "some rows")]
-        )
+        empty = Failure("expect_table_row_count_to_be_positive", "*", 0, "some rows")
+        verdict = ExpectationResult(empty.expectation, "*", "some rows", False, 0, "critical")
+        return ValidationReport(table, [verdict], [empty])
     # The source line travels as a column so messages can name it; GE names offending rows
     # by their position, since a source line can hold several rows (the sequence format).
     data = frame.rename_axis("source_line").reset_index()
@@ -204,13 +208,32 @@ def _validate(table: str, frame: pd.DataFrame, known_items: pd.Series | None) ->
     warnings = [_failure(r, data) for r in failed if r.expectation_config.severity == "warning"]
     for warning in warnings:
         log.warning("%s: %s", table, warning.describe())
-    return ValidationReport(table, len(result.results), critical, warnings, len(data))
+    verdicts = [_verdict(r) for r in result.results]
+    return ValidationReport(table, verdicts, critical, warnings, len(data))
+
+
+def _column(config) -> str:
+    """The column (or columns, comma-separated) an expectation is about; "*" for the table."""
+    kwargs = config.kwargs
+    return kwargs.get("column") or ",".join(kwargs.get("column_list", [])) or "*"
+
+
+def _verdict(result) -> ExpectationResult:
+    """What an expectation asked and found, passed or not."""
+    config = result.expectation_config
+    return ExpectationResult(
+        config.type,
+        _column(config),
+        config.description or config.type,
+        bool(result.success),
+        int((result.result or {}).get("unexpected_count") or 0),
+        "warning" if config.severity == "warning" else "critical",
+    )
 
 
 def _failure(result, data: pd.DataFrame) -> Failure:
     config = result.expectation_config
-    kwargs = config.kwargs
-    column = kwargs.get("column") or ",".join(kwargs.get("column_list", [])) or "*"
+    column = _column(config)
     details = result.result or {}
     positions = [int(position) for position in (details.get("unexpected_index_list") or [])[:5]]
     offending = data.iloc[positions]

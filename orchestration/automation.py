@@ -1,5 +1,5 @@
-"""Keeping the model current: the retrain job, a nightly schedule, and a sensor that requests a
-retrain when the raw catalog (items or interactions) changes."""
+"""Keeping the model current: a nightly schedule, and a sensor that requests a run of the
+pipeline when the raw catalog (items or interactions) changes."""
 
 import hashlib
 from pathlib import Path
@@ -7,22 +7,10 @@ from pathlib import Path
 import dagster as dg
 
 from lite_rec.ingest import FORMATS
+from orchestration.jobs import RETRAIN_TAGS, main_job
 from orchestration.resources import Settings
 
 DEFAULT_CRON = "0 2 * * *"
-# Runs with this tag (main_job and every retrain) share one slot in docker/dagster.yaml's run
-# queue; the registry lock guards the champion for runs launched outside the queue too.
-RETRAIN_TAGS = {"lite_rec/retrain": "true"}
-
-# Raw files to a gated champion; the benchmark (hours on a CPU) has its own job.
-PIPELINE = dg.AssetSelection.all() - dg.AssetSelection.assets("benchmark")
-
-retrain_job = dg.define_asset_job(
-    "retrain_job",
-    selection=PIPELINE,
-    tags=RETRAIN_TAGS,
-    description="Ingest, validate, filter, split, embed, train, evaluate, register and gate.",
-)
 
 
 def raw_dataset_files(directory: Path, format: str = "auto") -> list[Path]:
@@ -47,7 +35,7 @@ def retrain_schedule(cron: str = DEFAULT_CRON, timezone: str = "UTC") -> dg.Sche
     """Retrain on a cron (default nightly at 02:00 UTC); runs whenever the daemon runs."""
     return dg.ScheduleDefinition(
         name="nightly_retrain",
-        job=retrain_job,
+        job=main_job,
         cron_schedule=cron,
         execution_timezone=timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -56,7 +44,7 @@ def retrain_schedule(cron: str = DEFAULT_CRON, timezone: str = "UTC") -> dg.Sche
 
 
 @dg.sensor(
-    job=retrain_job,
+    job=main_job,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Retrain when the item or interaction files of the dataset (data.source) change.",
@@ -64,8 +52,8 @@ def retrain_schedule(cron: str = DEFAULT_CRON, timezone: str = "UTC") -> dg.Sche
 def catalog_changed(context: dg.SensorEvaluationContext, settings: Settings):
     """Request a retrain when the raw files' digest differs from the cursor (the digest of
     the last catalog seen). The first evaluation only records the digest: training the
-    current catalog is the schedule's or `main_job`'s work. The run reads the same `settings`,
-    so it trains the dataset this sensor watched."""
+    current catalog is the schedule's or `make run`'s work. The run reads the same `settings`,
+    so it trains the dataset this sensor watched. Each skip says why on the sensor's tick."""
     directory, format = settings.dataset_dir(), settings.load_config().data.format
     if not raw_dataset_files(directory, format):
         return dg.SkipReason(f"no item or interaction files under {directory}")

@@ -4,36 +4,28 @@ import os
 
 import dagster as dg
 
-from orchestration import automation
+from orchestration import automation, checks
 from orchestration.assets import bench, data, model, registry
+from orchestration.jobs import benchmark_job, main_job
 from orchestration.resources import MlflowTracking, Settings, Workspace
 
 data_assets = [data.raw_tables, data.interactions_5core, data.loo_splits, data.dataset_stats]
 data_assets += [data.items_5core, data.sequences]
-data_checks = [data.raw_items_expectations, data.raw_interactions_expectations]
+data_checks = [checks.raw_items_expectations, checks.raw_interactions_expectations]
+data_checks += [checks.interactions_5core_is_k_core, checks.loo_splits_leave_one_out]
 model_assets = [model.item_embeddings, model.rec_model, model.evaluation]
+model_checks = [checks.item_embeddings_cover_the_catalog, checks.rec_model_metric_floor]
 registry_assets = [registry.registered_model]
 bench_assets = [bench.benchmark]
 
-main_job = dg.define_asset_job(
-    "main_job",
-    selection=automation.PIPELINE,
-    description="The whole pipeline on the configured dataset, raw files to a gated champion.",
-    tags=automation.RETRAIN_TAGS,  # one pipeline run at a time in the run queue, as retrains
-)
-benchmark_job = dg.define_asset_job(
-    "benchmark_job",
-    selection=dg.AssetSelection.assets(*bench_assets),
-    description="Every model and ablation on the same splits (lite-rec bench); hours on a CPU.",
-)
 nightly_retrain = automation.retrain_schedule(
     os.environ.get("LITE_REC_RETRAIN_CRON", automation.DEFAULT_CRON)
 )
 
 defs = dg.Definitions(
     assets=data_assets + model_assets + registry_assets + bench_assets,
-    asset_checks=data_checks,
-    jobs=[main_job, automation.retrain_job, benchmark_job],
+    asset_checks=data_checks + model_checks,
+    jobs=[main_job, benchmark_job],
     schedules=[nightly_retrain],
     sensors=[automation.catalog_changed],
     resources={

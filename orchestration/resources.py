@@ -12,10 +12,12 @@ from lite_rec.tracking import EXPERIMENT, Tracking
 class Settings(dg.ConfigurableResource):
     """The one config of a run, read by every asset, check and sensor: `params_file` (empty:
     the project's params.yaml) with `overrides` in the CLI's `--set` syntax, e.g.
-    `train.epochs=5` or `data.source=/path/to/dataset`."""
+    `train.epochs=5` or `data.source=/path/to/dataset`; `mlflow_ui_url` is where the
+    materializations' links to MLflow runs and model versions point."""
 
     params_file: str = ""
     overrides: list[str] = []
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
 
     def load_config(self) -> Config:
         """The typed config, as `lite-rec --params FILE --set ...` builds it (a relative

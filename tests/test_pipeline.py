@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -10,10 +11,12 @@ import pandas as pd
 import pytest
 
 from lite_rec.cli import main
-from lite_rec.config import ModelConfig, TrainConfig
+from lite_rec.config import ModelConfig, TrainConfig, load_config
 from lite_rec.evaluate import evaluate
 from lite_rec.model import RecommendationLLM
-from lite_rec.pipeline import held_out_validation
+from lite_rec.pipeline import held_out_validation, load_trained_model, train_rec_model
+from lite_rec.sequences import load_sequences
+from lite_rec.tracking import Tracking, data_digest
 from lite_rec.train import TrainResult
 from orchestration.definitions import data_assets, data_checks, model_assets
 from orchestration.resources import MlflowTracking, Settings, Workspace
@@ -66,6 +69,45 @@ def test_train_writes_a_model_and_an_mlflow_run(trained: dict) -> None:
     assert [m.step for m in history] == [1, 2]
     valid = mlflow.MlflowClient(trained["uri"]).get_metric_history(run_id, "valid_ndcg_at_10")
     assert len(valid) == 1, "the model's validation score, not one per epoch"
+
+
+def test_the_run_is_named_tagged_and_described_with_its_data_and_model(trained: dict) -> None:
+    client = mlflow.MlflowClient(trained["uri"])
+    run_id = json.loads((trained["model"] / "mlflow_run.json").read_text())["run_id"]
+    run = client.get_run(run_id)
+    # The CLI's config names the dataset by `data.source` (params.yaml's ml-latest-small).
+    assert re.fullmatch(r"ml-latest-small text\+id \d{4}-\d\d-\d\d \d\d:\d\d", run.info.run_name)
+    assert run.data.tags["lite_rec.dataset"] == "ml-latest-small"
+    assert "trained on ml-latest-small (10 users, 8 items)" in run.data.tags["mlflow.note.content"]
+    (data_input,) = run.inputs.dataset_inputs
+    assert data_input.dataset.name == "ml-latest-small"
+    assert data_input.dataset.digest == data_digest(load_sequences(trained["data"]))
+    assert json.loads(data_input.dataset.profile)["num_rows"] == 80  # 10 users x 8 items
+    assert {tag.key: tag.value for tag in data_input.tags}["mlflow.data.context"] == "training"
+    assert len(data_input.dataset.schema) < 1000, "the schema and counts, not the rows"
+    (output,) = run.outputs.model_outputs
+    assert client.get_logged_model(output.model_id).name == "lite_rec_ml-latest-small"
+
+
+def test_train_rec_model_tags_the_run_and_reports_each_epoch(tmp_path: Path) -> None:
+    tracking = Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    config = load_config(overrides=["model.item_repr=id", "model.hidden_size=16", "train.epochs=2"])
+    rows = []
+    trained = train_rec_model(
+        cyclic_data(6, 8),
+        None,
+        config,
+        tmp_path / "model",
+        tracking,
+        progress=False,
+        tags={"dagster.run_id": "run-1"},
+        on_epoch_end=rows.append,
+    )
+    assert [row["epoch"] for row in rows] == [1, 2] and rows == trained.history
+    run = tracking.client().get_run(trained.run_id)
+    assert run.data.tags["dagster.run_id"] == "run-1"
+    assert trained.experiment_id == run.info.experiment_id
+    assert load_trained_model(tmp_path / "model", tracking).experiment_id == trained.experiment_id
 
 
 def test_a_refit_model_reports_the_validation_metrics_of_its_best_epoch(
@@ -124,8 +166,13 @@ def test_evaluate_prints_json_and_logs_test_metrics(trained: dict, capsys) -> No
     assert set(metrics) == {f"{m}@{k}" for m in ("recall", "ndcg") for k in (5, 10, 20)} | {"mrr"}
     assert 0 <= metrics["ndcg@10"] <= metrics["recall@10"] <= metrics["recall@20"] == 1.0
     run_id = json.loads((trained["model"] / "mlflow_run.json").read_text())["run_id"]
-    logged = mlflow.MlflowClient(trained["uri"]).get_run(run_id).data.metrics
+    client = mlflow.MlflowClient(trained["uri"])
+    logged = client.get_run(run_id).data.metrics
     assert logged["test_recall_at_10"] == pytest.approx(metrics["recall@10"])
+    artifacts = {file.path for file in client.list_artifacts(run_id)}
+    assert {"test_metrics.json", "test_metrics.png", "learning_curve.png"} <= artifacts
+    table = json.loads(Path(client.download_artifacts(run_id, "test_metrics.json")).read_text())
+    assert table == pytest.approx(metrics)
 
 
 def test_pyfunc_from_mlflow_returns_raw_ids(trained: dict) -> None:

@@ -82,6 +82,32 @@ def test_first_model_is_champion_a_better_one_replaces_it_a_worse_one_stays_chal
     assert not registry.register_and_gate(best, data, name, tracking, margin).promoted
 
 
+def test_the_gate_tags_the_training_run_and_describes_the_model_and_each_version(
+    lifecycle,
+) -> None:
+    tracking, data, (worst, middle, best) = lifecycle
+    name = "lite_rec_described"
+    first = registry.register_and_gate(middle, data, name, tracking)
+    worse = registry.register_and_gate(worst, data, name, tracking)
+    client = tracking.client()
+    tags = client.get_run(worst.run_id).data.tags
+    assert tags["lite_rec.gate_decision"] == "rejected"
+    assert tags["lite_rec.gate_reason"] == worse.reason
+    assert client.get_run(middle.run_id).data.tags["lite_rec.gate_decision"] == "promoted"
+    assert f"models:/{name}@champion" in client.get_registered_model(name).description
+    described = client.get_model_version(name, first.version).description
+    assert described.startswith("First version: data.source=") and "model.item_repr=id" in described
+    assert described.endswith("Gate (valid_ndcg_at_10): promoted, first model: no champion yet.")
+    epochs = (middle.config.train.epochs, worst.config.train.epochs)
+    described = client.get_model_version(name, worse.version).description
+    assert f"Against version {first.version}: " in described
+    assert f"train.epochs: {epochs[0]} -> {epochs[1]}" in described
+    assert described.endswith(f"rejected, {worse.reason}.")
+    client.update_registered_model(name, description="a person's words")
+    registry.register_and_gate(best, data, name, tracking)
+    assert client.get_registered_model(name).description == "a person's words"
+
+
 def test_champion_evaluated_on_other_data_is_re_evaluated_on_the_new_data(
     lifecycle, tmp_path: Path
 ) -> None:

@@ -1,7 +1,9 @@
-"""MLflow runs end with the status of how their training ended, killed ones included."""
+"""MLflow runs end with the status of how their training ended, killed ones included; the
+experiment opens in MLflow's UI as model training, with a description and a runs view."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -16,13 +18,18 @@ import pytest
 
 from lite_rec.cli import main
 from lite_rec.tracking import (
+    EXPERIMENT_KIND_TAG,
     HOST_TAG,
     KILLED_REASON_TAG,
     PID_TAG,
     PROCESS_START_TAG,
     REOPENED_OUTCOME_TAG,
     REOPENED_TAG,
+    RUNS_VIEW_TAG,
     Tracking,
+    experiment_url,
+    model_version_url,
+    run_url,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -225,3 +232,38 @@ def test_relative_sqlite_uri_keeps_artifacts_at_an_absolute_location(
     assert run.info.artifact_uri.startswith((tmp_path / "runs" / "artifacts").as_uri())
     assert status(tracking, run.info.run_id) == "FINISHED"
     mlflow.set_tracking_uri(None)  # the relative URI means another store once the cwd is back
+
+
+def test_ui_links_name_the_run_the_model_version_and_the_training_view() -> None:
+    ui = "http://127.0.0.1:5000/"
+    assert run_url(ui, "3", "abc") == "http://127.0.0.1:5000/#/experiments/3/runs/abc"
+    assert (
+        model_version_url(ui, "lite_rec_ml-latest-small", 2)
+        == "http://127.0.0.1:5000/#/models/lite_rec_ml-latest-small/versions/2"
+    )
+    assert experiment_url(ui, "3") == (
+        "http://127.0.0.1:5000/#/experiments/3/runs"
+        "?workflowType=machine_learning&viewStateShareKey=lite_rec_runs"
+    )
+
+
+def test_the_experiment_is_model_training_with_a_description_and_a_runs_view(
+    tracking: Tracking,
+) -> None:
+    with tracking.run(name="tagged", tags={"dagster.run_id": "r-1"}) as run:
+        pass
+    client = tracking.client()
+    assert client.get_run(run.info.run_id).data.tags["dagster.run_id"] == "r-1"
+    experiment = client.get_experiment_by_name(tracking.experiment)
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert "one run per training" in experiment.tags["mlflow.note.content"]
+    view = json.loads(experiment.tags[RUNS_VIEW_TAG])
+    assert "metrics.`valid_ndcg_at_10`" in view["selectedColumns"]
+    assert "params.`model.item_repr`" in view["selectedColumns"]
+    # What a person wrote stays; the view is lite-rec's own and is kept current.
+    client.set_experiment_tag(experiment.experiment_id, "mlflow.note.content", "mine")
+    client.set_experiment_tag(experiment.experiment_id, RUNS_VIEW_TAG, "{}")
+    tracking.activate()
+    tags = client.get_experiment(experiment.experiment_id).tags
+    assert tags["mlflow.note.content"] == "mine"
+    assert json.loads(tags[RUNS_VIEW_TAG]) == view

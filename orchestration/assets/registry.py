@@ -4,7 +4,11 @@ import dagster as dg
 
 from lite_rec import pipeline, registry
 from lite_rec.sequences import SequenceData
+from lite_rec.tracking import model_version_url
+from orchestration.assets.metadata import CATALOG, DIGITS, table
 from orchestration.resources import MlflowTracking, Settings
+
+GATE_COLUMNS = {"role": "string", "version": "int", "value": "float"}
 
 
 class RegistrySettings(dg.Config):
@@ -16,7 +20,41 @@ class RegistrySettings(dg.Config):
     min_margin: float = registry.GatePolicy.min_margin
 
 
-@dg.asset(group_name="model", deps=["evaluation"])
+def gate_metadata(decision: registry.GateDecision, mlflow_ui_url: str) -> dict[str, object]:
+    """The gate's verdict, the versions it compared, and where the champion now is."""
+    name, version = decision.name, decision.version
+    champion = version if decision.promoted else decision.champion_version
+    compared = [{"role": "challenger", "version": version, "value": decision.challenger_value}]
+    if decision.champion_version is not None:
+        compared.append(
+            {
+                "role": "champion",
+                "version": decision.champion_version,
+                "value": decision.champion_value,
+            }
+        )
+    for row in compared:
+        row["value"] = round(row["value"], DIGITS)
+    metadata = {
+        "gate_decision": "promoted" if decision.promoted else "rejected",
+        "reason": decision.reason,
+        "registered model": name,
+        "version": version,
+        "model uri": f"models:/{name}/{version}",
+        "mlflow model version": dg.MetadataValue.url(
+            model_version_url(mlflow_ui_url, name, version)
+        ),
+        f"compared on {decision.metric}": table(compared, GATE_COLUMNS),
+    }
+    if champion is not None:
+        metadata["champion uri"] = f"models:/{name}@{registry.CHAMPION}"
+        metadata["champion version"] = champion
+        url = model_version_url(mlflow_ui_url, name, champion)
+        metadata["mlflow champion"] = dg.MetadataValue.url(url)
+    return metadata
+
+
+@dg.asset(group_name="model", deps=["evaluation"], kinds={"mlflow"}, **CATALOG)
 def registered_model(
     context: dg.AssetExecutionContext,
     config: RegistrySettings,
@@ -35,16 +73,4 @@ def registered_model(
         registry.GatePolicy(config.metric, config.min_margin),
     )
     context.log.info("%s version %d: %s", name, decision.version, decision.reason)
-    metadata = {
-        "registered model": name,
-        "version": decision.version,
-        "decision": "promoted" if decision.promoted else "rejected",
-        "reason": decision.reason,
-        "metric": decision.metric,
-        "challenger value": decision.challenger_value,
-        "model uri": f"models:/{name}/{decision.version}",
-    }
-    if decision.champion_version is not None:
-        metadata["champion version"] = decision.champion_version
-        metadata["champion value"] = decision.champion_value
-    return dg.Output(decision, metadata=metadata)
+    return dg.Output(decision, metadata=gate_metadata(decision, settings.mlflow_ui_url))
