@@ -78,6 +78,9 @@ class TrainConfig:
     # Share of each target's label spread evenly over the scored items (0: plain cross-entropy).
     label_smoothing: float = 0.0
     epochs: int = 200
+    # Stop training (before the refit epochs) after this many optimizer steps, mid-epoch if
+    # need be; that epoch is still validated (0: no limit). For benchmarks of step time.
+    max_steps: int = 0
     batch_size: int = 128
     lr: float = 1e-3
     item_llm_lr: float = 1e-4  # the fine-tuned Item LLM layers (model.finetune_item_llm)

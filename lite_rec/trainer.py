@@ -33,7 +33,15 @@ SELECTION_METRIC = "ndcg@10"
 # Train-config fields a resumed run may change without changing the result it converges to.
 # (`refit_epochs` acts after early stopping: a stopped run resumed with more refit epochs ends
 # where a fresh run with them would.)
-RESUMABLE_CHANGES = {"epochs", "patience", "threads", "eval_batch_size", "device", "refit_epochs"}
+RESUMABLE_CHANGES = {
+    "epochs",
+    "max_steps",
+    "patience",
+    "threads",
+    "eval_batch_size",
+    "device",
+    "refit_epochs",
+}
 
 
 def seed_everything(seed: int) -> None:
@@ -54,6 +62,8 @@ def check_train_config(config: TrainConfig) -> None:
         )
     if not 0.0 <= config.label_smoothing < 1.0:
         raise ValueError(f"train.label_smoothing must be in [0, 1), got {config.label_smoothing}")
+    if config.max_steps < 0:
+        raise ValueError(f"train.max_steps must be >= 0 (0: no limit), got {config.max_steps}")
     if config.min_delta < 0.0:
         raise ValueError(f"train.min_delta must be >= 0, got {config.min_delta}")
     if config.refit_epochs < 0 or (config.refit_epochs > 0 and config.epochs < 1):
@@ -119,6 +129,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per main epoch
     finished: bool = False  # early stopping: no further main epoch
     refit_history: list[dict[str, Any]] = field(default_factory=list)  # one row per refit epoch
+    steps: int = 0  # optimizer steps of the main epochs (train.max_steps)
 
     def record_epoch(self, row: dict[str, Any], model: nn.Module, config: TrainConfig) -> None:
         """Append the epoch's row (`epoch`, `valid_ndcg@10`, ...), keep the weights when it is
@@ -187,7 +198,11 @@ class Trainer:
             if self.refresh is not None:  # a checkpoint already holds what its weights made
                 self.refresh()
         while not state.finished and state.epoch < self.config.epochs:
-            row = self._train_epoch(self.epoch_batches, state.epoch + 1)
+            limit = self.config.max_steps - state.steps if self.config.max_steps else None
+            if limit is not None and limit <= 0:
+                break  # train.max_steps reached; a resumed run with more goes on at the next epoch
+            row, steps = self._train_epoch(self.epoch_batches, state.epoch + 1, limit)
+            state.steps += steps
             metrics = self.validate(self.model)
             row.update({f"valid_{k}": v for k, v in metrics.items()})
             state.record_epoch(row, self.model, self.config)
@@ -202,13 +217,18 @@ class Trainer:
         model = self.model.eval()
         return TrainResult(model, state.best_epoch, state.history, self.config, state.refit_history)
 
-    def _train_epoch(self, batches: Callable[[int], Iterable[Batch]], epoch: int) -> dict:
-        """One pass over `batches(epoch)`. -> the history row so far"""
+    def _train_epoch(
+        self, batches: Callable[[int], Iterable[Batch]], epoch: int, limit: int | None = None
+    ) -> tuple[dict[str, Any], int]:
+        """One pass over `batches(epoch)`, or its first `limit` steps. -> the history row so
+        far, the steps taken"""
         self.started = time.perf_counter()
         self.model.train()
         total, steps = 0.0, 0
         bar = tqdm(batches(epoch), desc=f"epoch {epoch}", disable=not self.progress, leave=False)
         for batch in bar:
+            if limit is not None and steps >= limit:
+                break
             loss = self.loss(self.model, batch)
             value = optimizer_step(self.model, self.optimizer, self.scheduler, loss, self.config)
             total, steps = total + value, steps + 1
@@ -216,7 +236,8 @@ class Trainer:
         if self.refresh is not None:
             self.refresh()
         # The rate this epoch trained at after warmup; the seconds count the evaluation too.
-        return {"epoch": epoch, "loss": total / max(steps, 1), "lr": self.scheduler.base_lrs[0]}
+        row = {"epoch": epoch, "loss": total / max(steps, 1), "lr": self.scheduler.base_lrs[0]}
+        return row, steps
 
     def _finish_epoch(self, state: TrainState, row: dict[str, Any], line: str) -> None:
         """Time the epoch, log `line`, checkpoint, then call `on_epoch_end(row)`."""
@@ -250,7 +271,7 @@ class Trainer:
                 group["lr"] = base * warmup
         for refit in range(done + 1, epochs + 1):
             # Numbered on from the main epochs: the batches are seeded by the number.
-            row = self._train_epoch(self.refit_batches, state.epoch + refit)
+            row, _ = self._train_epoch(self.refit_batches, state.epoch + refit)
             row["refit_epoch"] = refit
             state.refit_history.append(row)
             line = f"refit epoch {refit}, validation items included: loss {row['loss']:.4f}"

@@ -10,7 +10,7 @@ from lite_rec.evaluate import evaluate, recommend
 from lite_rec.model import RecommendationLLM
 from lite_rec.model_io import load_model
 from lite_rec.sequences import SequenceData, epoch_batches, traversal_windows
-from lite_rec.train import train, training_loss
+from lite_rec.train import CHECKPOINT_FILE, train, training_loss
 from lite_rec.trainer import Trainer, TrainState, seed_everything
 from tests.conftest import assert_lr_follows_plateaus, cyclic_data
 
@@ -433,3 +433,40 @@ def test_a_checkpoint_from_before_the_text_transform_was_renamed_resumes(tmp_pat
     expected, actual = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
     assert without_seconds(resumed.history) == without_seconds(straight.history)
+
+
+def test_max_steps_stops_mid_epoch_validates_that_epoch_and_resumes_to_more(tmp_path):
+    """60 users with 3-5 training items in windows of 6: a few batches of 16 per epoch."""
+    data = cyclic_data(**DATA)
+    model_config, train_config = small_configs(epochs=10, max_steps=0)
+    model_config = id_only(model_config)
+    full = train(data, None, model_config, train_config, tmp_path / "full", progress=False)
+    steps_per_epoch = torch.load(tmp_path / "full" / CHECKPOINT_FILE, weights_only=False)["state"][
+        "steps"
+    ] // len(full.history)
+    assert steps_per_epoch >= 2
+    limit = steps_per_epoch + 1  # one epoch and one step of the next
+    capped = dataclasses.replace(train_config, max_steps=limit)
+    result = train(data, None, model_config, capped, tmp_path / "capped", progress=False)
+    assert [row["epoch"] for row in result.history] == [1, 2]  # the partial epoch validated
+    checkpoint = torch.load(tmp_path / "capped" / CHECKPOINT_FILE, weights_only=False)
+    assert checkpoint["state"]["steps"] == limit
+    assert checkpoint["scheduler"]["last_epoch"] == limit  # the schedule stepped as often
+    # The first epoch is the uncapped run's first epoch, step for step.
+    assert result.history[0]["loss"] == full.history[0]["loss"]
+    more = dataclasses.replace(train_config, max_steps=3 * steps_per_epoch)
+    resumed = train(data, None, model_config, more, tmp_path / "capped", progress=False)
+    assert (
+        torch.load(tmp_path / "capped" / CHECKPOINT_FILE, weights_only=False)["state"]["steps"]
+        == 3 * steps_per_epoch
+    )
+    # Epoch 2 ended at the cap; the resumed run goes on with epochs 3 and 4 (4 partial).
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match=r"train.max_steps must be >= 0"):
+        train(
+            data,
+            None,
+            model_config,
+            dataclasses.replace(train_config, max_steps=-1),
+            tmp_path / "bad",
+        )
