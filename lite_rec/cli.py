@@ -532,8 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write ratings.csv and movies.csv (MovieLens CSV, which `prepare` reads) "
         "to --out: items in latent clusters with Markov transitions between clusters, "
         "power-law popularity, increasing timestamps and titles made of each cluster's words. "
-        "Deterministic by --seed; streamed in blocks of users (1M items and 20M interactions "
-        "in under 0.5 GB of memory).",
+        "Deterministic by --seed; streamed to disk in blocks of users.",
     )
     synth.add_argument("--users", type=int, required=True)
     synth.add_argument("--items", type=int, required=True)

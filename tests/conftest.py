@@ -4,7 +4,14 @@ from pathlib import Path
 import pytest
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5Model,
+)
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -74,6 +81,27 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
         pad_token_id=0,
     )
     BertModel(config).save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A random 2-layer T5 with the tiny BERT's tokenizer, saved like a hub model."""
+    directory = tmp_path_factory.mktemp("tiny-t5")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=16,
+        d_kv=8,
+        d_ff=32,
+        num_layers=2,
+        num_heads=2,
+        pad_token_id=0,
+        decoder_start_token_id=0,
+    )
+    T5Model(config).save_pretrained(directory)
     return str(directory)
 
 

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import PreTrainedTokenizerFast, T5Config, T5Model
 
 from lite_rec.config import ItemLLMConfig
 from lite_rec.item_embeddings import (
@@ -108,21 +107,8 @@ def test_unfreeze_last_trains_only_top_layers(tiny_model: str) -> None:
     assert encoder.model.encoder.layer[0].output.dense.weight.grad is None
 
 
-def test_encoder_decoder_models_embed_with_their_encoder(tiny_model: str, tmp_path: Path) -> None:
-    PreTrainedTokenizerFast.from_pretrained(tiny_model).save_pretrained(tmp_path)
-    config = T5Config(
-        vocab_size=40,
-        d_model=16,
-        d_kv=8,
-        d_ff=32,
-        num_layers=2,
-        num_heads=2,
-        pad_token_id=0,
-        eos_token_id=3,
-        decoder_start_token_id=0,
-    )
-    T5Model(config).save_pretrained(tmp_path)
-    encoder = ItemEncoder(str(tmp_path))
+def test_encoder_decoder_models_embed_with_their_encoder(tiny_t5: str) -> None:
+    encoder = ItemEncoder(tiny_t5)
     assert not hasattr(encoder.model, "decoder")
     assert encoder.encode(["toy story", "heat"], progress=False).shape == (2, 16)
     encoder.unfreeze_last(1)

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoTokenizer, T5Config, T5Model
 
 from lite_rec.config import ItemLLMConfig
 from lite_rec.evaluate import evaluate
@@ -57,27 +56,6 @@ def test_tower_reproduces_the_frozen_encoder_and_trains_only_its_last_layers(tin
     assert len(tower.top.encoder.layer) == 1
     tower(torch.tensor([0, 3])).sum().backward()
     assert all(p.grad is not None for p in tower.parameters() if p.requires_grad)
-
-
-@pytest.fixture(scope="module")
-def tiny_t5(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A random 2-layer T5 with the tiny BERT's tokenizer, saved like a hub model."""
-    directory = tmp_path_factory.mktemp("tiny-t5")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    tokenizer.save_pretrained(directory)
-    torch.manual_seed(0)
-    config = T5Config(
-        vocab_size=len(tokenizer),
-        d_model=16,
-        d_kv=8,
-        d_ff=32,
-        num_layers=2,
-        num_heads=2,
-        pad_token_id=0,
-        decoder_start_token_id=0,
-    )
-    T5Model(config).save_pretrained(directory)
-    return str(directory)
 
 
 def test_a_model_that_does_not_split_runs_the_whole_encoder(tiny_t5):
