@@ -122,11 +122,11 @@ class ServingConfig:
     threads: int = 1  # torch threads of the server's scoring (the HTTP side needs a core too)
 
 
-# What a key's behaviour was before the key existed. A saved config (a checkpoint, a trained
-# model's model_config.json) that lacks a key was written by code that behaved so, whatever the
-# default is now: reading it with today's default would silently change an old model.
+# What a train key's behaviour was before the key existed. A training checkpoint that lacks a
+# key was written by code that behaved so, whatever the default is now: resuming it with
+# today's default would silently change the run. (Saved model sections are upgraded by
+# `lite_rec.model_io.upgrade_model_section`.)
 BEFORE_KEY_EXISTED: dict[str, dict[str, Any]] = {
-    "model": {"positions": "start"},
     "train": {
         "recipe": "none",
         "label_smoothing": 0.0,

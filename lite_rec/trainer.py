@@ -26,7 +26,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lite_rec.config import TrainConfig, saved_section
-from lite_rec.model_io import FORMAT_VERSION, atomic_save, upgrade_state_dict
+from lite_rec.model_io import (
+    FORMAT_VERSION,
+    atomic_save,
+    upgrade_model_section,
+    upgrade_state_dict,
+)
 
 Batch = dict[str, torch.Tensor]
 SELECTION_METRIC = "ndcg@10"
@@ -300,11 +305,16 @@ class Trainer:
         checkpoint written with another config (beyond RESUMABLE_CHANGES)."""
         path = self.checkpoint
         checkpoint = torch.load(path, weights_only=False, map_location="cpu")
+        version = checkpoint.get("format_version", 1)
+        # A key the checkpoint lacks is newer than the run: it behaved as before the key.
+        saved = {
+            "model": upgrade_model_section(checkpoint["model_config"], version),
+            "train": checkpoint["train_config"],
+        }
         wanted = {"model": self.model.config, "train": self.config}
         changed = []
         for section, current in wanted.items():
-            # A key the checkpoint lacks is newer than the run: it behaved as before the key.
-            then = saved_section(section, checkpoint[f"{section}_config"], type(current)())
+            then = saved_section(section, saved[section], type(current)())
             changed += [
                 f"{section}.{key}: {then[key]!r} -> {value!r}"
                 for key, value in dataclasses.asdict(current).items()
@@ -315,7 +325,6 @@ class Trainer:
                 f"{path}: written by a run with another config ({', '.join(changed)}); "
                 "use another out_dir or resume=False"
             )
-        version = checkpoint.get("format_version", 1)
         state = TrainState(**checkpoint["state"])
         if state.best_weights is not None:
             state.best_weights = upgrade_state_dict(state.best_weights, version)
