@@ -134,18 +134,54 @@ def load_sequences(data_dir: str | Path) -> SequenceData:
     return sequences_from_frames(items, interactions, str(path))
 
 
+def window_dtype(sequences: list[np.ndarray]) -> type:
+    """int32 when every internal index (item index + 1) fits, else int64: windows of 20M
+    interactions take half the memory, and `make_batch` hands torch int64 either way."""
+    largest = max((int(s.max()) for s in sequences if len(s)), default=0)
+    return np.int32 if largest + 1 <= np.iinfo(np.int32).max else np.int64
+
+
+def _flat(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sequences end to end, with each one's start and length. -> flat (N,), starts (S,),
+    lengths (S,)"""
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    flat = np.concatenate(sequences) if len(sequences) else np.zeros(0, dtype=np.int64)
+    return flat, starts, lengths
+
+
+def _cut(flat: np.ndarray, lo: np.ndarray, hi: np.ndarray, width: int, dtype: type) -> np.ndarray:
+    """Rows flat[lo:hi] + 1 (internal indices), right-padded to `width`, a block of rows at a
+    time so that the gather's temporaries stay small. (W,), (W,) -> (W, width)"""
+    padded = np.zeros((len(lo), width), dtype=dtype)
+    offsets = np.arange(width)
+    for first in range(0, len(lo), WINDOW_BLOCK):
+        rows = slice(first, first + WINDOW_BLOCK)
+        positions = lo[rows, None] + offsets  # (b, width)
+        real = offsets < (hi[rows] - lo[rows])[:, None]  # (b, width)
+        values = flat[np.minimum(positions, max(len(flat) - 1, 0))] + 1
+        padded[rows] = np.where(real, values, 0)
+    return padded
+
+
+# Windows cut per block of `_cut`: 65,536 x 51 positions keep each temporary at ~27 MB.
+WINDOW_BLOCK = 1 << 16
+
+
 def traversal_windows(sequences: list[np.ndarray], max_len: int) -> np.ndarray:
     """Every position of every sequence as a target: each sequence is cut, from its end, into
     windows of max_len + 1 items (inputs + shifted targets) that share one boundary item, so
-    each target appears exactly once. -> (n_windows, max_len + 1) internal indices, right-padded."""
-    windows = []
-    for sequence in sequences:
-        for end in range(len(sequence), 1, -max_len):
-            windows.append(sequence[max(0, end - max_len - 1) : end] + 1)
-    padded = np.zeros((len(windows), max_len + 1), dtype=np.int64)
-    for row, window in enumerate(windows):
-        padded[row, : len(window)] = window
-    return padded
+    each target appears exactly once. Sequence by sequence, each one's windows from its end.
+    -> (n_windows, max_len + 1) internal indices, right-padded (`window_dtype`)."""
+    flat, starts, lengths = _flat(sequences)
+    # Window ends len, len - max_len, ... while above 1 (a window needs two items).
+    counts = np.where(lengths >= 2, (lengths - 2) // max_len + 1, 0)  # (S,)
+    owner = np.repeat(np.arange(len(sequences)), counts)  # (W,)
+    first_window = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    back = np.arange(len(owner)) - first_window[owner]  # (W,) 0 for the last window
+    ends = lengths[owner] - back * max_len  # (W,) within the sequence
+    lo = starts[owner] + np.maximum(0, ends - max_len - 1)
+    return _cut(flat, lo, starts[owner] + ends, max_len + 1, window_dtype(sequences))
 
 
 def sampled_prefixes(
@@ -154,12 +190,11 @@ def sampled_prefixes(
     """One random prefix -> next item per sequence; only the last input position has a target
     (`target_ids` is built so). -> (n_users, max_len + 1) internal indices, right-padded."""
     usable = [s for s in sequences if len(s) >= 2]
-    padded = np.zeros((len(usable), max_len + 1), dtype=np.int64)
-    for row, sequence in enumerate(usable):
-        target = int(rng.integers(1, len(sequence)))
-        window = sequence[max(0, target - max_len) : target + 1] + 1
-        padded[row, : len(window)] = window
-    return padded
+    flat, starts, lengths = _flat(usable)
+    # One draw per sequence, in order: the draws `rng.integers(1, len)` made one at a time.
+    targets = np.array([int(rng.integers(1, n)) for n in lengths], dtype=np.int64)
+    lo = starts + np.maximum(0, targets - max_len)
+    return _cut(flat, lo, starts + targets + 1, max_len + 1, window_dtype(usable))
 
 
 def length_batches(lengths, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -192,8 +227,8 @@ def make_batch(windows: np.ndarray, last_target_only: bool) -> dict[str, torch.T
     """(B, max_len + 1) windows -> input_ids, target_ids (B, T), trimmed to the longest row."""
     lengths = (windows > 0).sum(1)  # (B,)
     width = int(lengths.max())
-    input_ids = windows[:, : width - 1]  # (B, T)
-    target_ids = windows[:, 1:width].copy()  # (B, T)
+    input_ids = windows[:, : width - 1].astype(np.int64)  # (B, T)
+    target_ids = windows[:, 1:width].astype(np.int64)  # (B, T)
     if last_target_only:
         keep = np.zeros_like(target_ids, dtype=bool)
         keep[np.arange(len(windows)), lengths - 2] = True

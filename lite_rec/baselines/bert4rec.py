@@ -104,8 +104,8 @@ def masked_windows(
     none = ~masked.any(1)
     masked[np.flatnonzero(none), lengths[none] - 1] = True
     width = int(lengths.max())
-    input_ids = np.where(masked, mask_token, windows)[:, :width]
-    labels = np.where(masked, windows, 0)[:, :width]
+    input_ids = np.where(masked, mask_token, windows)[:, :width].astype(np.int64)
+    labels = np.where(masked, windows, 0)[:, :width].astype(np.int64)
     return {"input_ids": torch.from_numpy(input_ids), "labels": torch.from_numpy(labels)}
 
 
