@@ -133,12 +133,16 @@ def _best_first(values: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor
 
 def _top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The k best (scores, column indices) of each row in the module's top-k order."""
-    values, items = scores.topk(k, dim=1)  # (B, k)
-    kth = values[:, -1:]  # (B, 1)
-    # Where scores equal to the k-th were left out, topk may have kept any of them, and a NaN
-    # k-th equals nothing: those rows take the first k of a stable sort instead.
-    redo = _count(scores, kth, torch.eq) > (values == kth).sum(dim=1)
-    redo |= kth.squeeze(1).isnan()
+    # One more than asked: the (k+1)-th tells, without another pass over the scores, whether
+    # a score equal to the k-th was left out (topk may have kept any of a tied group).
+    extra = min(k + 1, scores.shape[1])
+    values, items = scores.topk(extra, dim=1)  # (B, k + 1)
+    kth = values[:, k - 1]  # (B,)
+    redo = values[:, k] == kth if extra > k else torch.zeros_like(kth, dtype=torch.bool)
+    values, items = values[:, :k], items[:, :k]
+    # A NaN k-th equals nothing: those rows, and the tied ones, take the first k of a stable
+    # sort instead.
+    redo |= kth.isnan()
     if redo.any():
         rows = redo.nonzero().squeeze(1)
         ordered = scores[rows].sort(dim=1, descending=True, stable=True)
