@@ -18,7 +18,7 @@ log = logging.getLogger("lite_rec")
 def _prepare(args: argparse.Namespace) -> int:
     from lite_rec.prepare import prepare
 
-    processed = prepare(args.source, args.out, args.format, args.k_core)
+    processed = prepare(args.source, args.out, args.format, args.k_core, args.engine)
     print(json.dumps(processed.stats))
     return 0
 
@@ -147,10 +147,25 @@ def _recommend(args: argparse.Namespace) -> int:
             ) from None
         recommender = pyfunc.unwrap_python_model().recommender
     else:  # no MLflow import: a model directory needs torch and the model only
-        recommender = Recommender.load(args.model_dir)
+        recommender = Recommender.load(args.model_dir, exact=args.exact)
     history = [item.strip() for item in args.history.split(",") if item.strip()]
-    for item, score in recommender.recommend([history], args.k)[0]:
+    for item, score in recommender.recommend([history], args.k, exact=args.exact)[0]:
         print(f"{item}\t{score:.4f}")
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from lite_rec.ann import IndexConfig, index_model_folder
+    from lite_rec.sequences import load_sequences
+
+    given = {name: getattr(args, name) for name in INDEX_OPTIONS if getattr(args, name) is not None}
+    data = None
+    if args.data is not None:
+        if not (args.data / "interactions.parquet").is_file():
+            raise InputError(args.data, "expected a data folder `lite-rec prepare` wrote")
+        data = load_sequences(args.data)
+    info = index_model_folder(args.model_dir, IndexConfig(**given), data, args.sample_users)
+    print(json.dumps(info))
     return 0
 
 
@@ -276,6 +291,27 @@ def _bench_step_profile(args: argparse.Namespace) -> int:
         args.data_dir, _config(args), batch_sizes, args.steps, args.top, args.out, args.command_line
     )
     print(step_profile_markdown(results))
+    return 0
+
+
+def _bench_step_cost(args: argparse.Namespace) -> int:
+    from lite_rec.bench.step_cost import VARIANTS, run_step_cost, step_cost_markdown
+    from lite_rec.bench.sweep import Variant
+
+    variants = [Variant.parse(text) for text in args.variant] or VARIANTS
+    sizes = [int(size) for size in _names(args.items)]
+    results = run_step_cost(
+        variants,
+        sizes,
+        args.set,
+        args.params,
+        args.steps,
+        args.seconds,
+        args.rounds,
+        args.out,
+        args.command_line,
+    )
+    print(step_cost_markdown(results))
     return 0
 
 
@@ -436,6 +472,23 @@ def _add_bench_tools(tools) -> None:
     _add_config_options(step)
     step.set_defaults(bench_tool=_bench_step_profile)
 
+    cost = tools.add_parser(
+        "step-cost",
+        help="training step time and peak RSS by catalog size, full loss against sampled",
+        description="For each catalog size and variant (NAME:key=value,...; default: the "
+        "full loss, the large recipe, it without in-batch negatives, it with dense id "
+        "gradients), a fresh process times training steps of the default model on random "
+        "full-length windows (random 384-d text vectors) and records its peak RSS.",
+    )
+    cost.add_argument("--items", default="10000,30000,100000,300000,1000000", help="catalog sizes")
+    cost.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...")
+    cost.add_argument("--steps", type=int, default=20, help="timed steps at most (20)")
+    cost.add_argument("--seconds", type=float, default=30.0, help="timed seconds at most (30)")
+    cost.add_argument("--rounds", type=int, default=1, help="passes over every cell (1)")
+    cost.add_argument("--out", type=Path, default=Path("bench/results/step_cost"))
+    _add_config_options(cost)
+    cost.set_defaults(bench_tool=_bench_step_cost)
+
     replay = tools.add_parser(
         "patience-replay",
         help="early stopping replayed with shorter patiences on recorded sweep histories",
@@ -498,6 +551,17 @@ def _add_bench_tools(tools) -> None:
     load.set_defaults(bench_tool=_bench_serve_load)
 
 
+# `lite-rec index` options: `lite_rec.ann.IndexConfig` fields, whose defaults apply when absent.
+INDEX_OPTIONS = {
+    "kind": "hnsw | ivf",
+    "hnsw_m": "HNSW graph neighbours per item (16)",
+    "ef_construction": "HNSW candidates kept while adding an item (200)",
+    "ef_search": "HNSW candidates kept while searching (256)",
+    "nlist": "IVF clusters (0, the default: 4 x sqrt(items))",
+    "nprobe": "IVF clusters searched per user (0, the default: nlist / 8)",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lite-rec",
@@ -524,6 +588,14 @@ def build_parser() -> argparse.ArgumentParser:
         "sequence | auto (default: detect from the files)",
     )
     prepare.add_argument("--k-core", type=int, default=5, help="minimum interactions (5)")
+    prepare.add_argument(
+        "--engine",
+        choices=["auto", "pandas", "duckdb"],
+        default="auto",
+        help="pandas (in memory) | duckdb (bounded memory, spills to disk beside --out) | "
+        "auto (default: duckdb for the MovieLens formats, pandas for the others); the same "
+        "files either way",
+    )
     prepare.set_defaults(run=_prepare)
 
     synth = commands.add_parser(
@@ -617,8 +689,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recommend.add_argument("--history", required=True, help="raw item ids, oldest first: A,B,C")
     recommend.add_argument("--k", type=int, default=10)
+    recommend.add_argument(
+        "--exact", action="store_true", help="rank the whole catalog even with an item index"
+    )
     recommend.add_argument("--tracking-uri", default="")
     recommend.set_defaults(run=_recommend)
+
+    index = commands.add_parser(
+        "index",
+        help="build the approximate item index that recommend, serve and the pyfunc use",
+        description="Build a faiss index of MODEL_DIR's items into the folder (item_index.faiss "
+        "and item_index.json), with its recall@10 against exact ranking measured on --data's "
+        "validation histories (without --data: random histories drawn by training popularity). "
+        "Recommendations then come through it; a retrained model ignores it until rebuilt.",
+    )
+    index.add_argument("model_dir", type=Path, help="a `lite-rec train` output")
+    index.add_argument("--kind", choices=["hnsw", "ivf"], default=None, help="hnsw (default) | ivf")
+    index.add_argument("--data", type=Path, default=None, help="what `lite-rec prepare` wrote")
+    index.add_argument("--sample-users", type=int, default=1000, help="users recall is measured on")
+    for option, text in INDEX_OPTIONS.items():
+        if option != "kind":
+            index.add_argument("--" + option.replace("_", "-"), type=int, default=None, help=text)
+    index.set_defaults(run=_index)
 
     serve = commands.add_parser(
         "serve",

@@ -20,6 +20,7 @@ class DataConfig:
     source: str = "data/raw/ml-latest-small"
     format: str = "auto"
     k_core: int = 5
+    engine: str = "auto"  # auto | pandas | duckdb: how `prepare` runs (same outputs)
 
 
 @dataclass
@@ -74,7 +75,15 @@ class TrainConfig:
     recipe: str = "auto"
     strategy: str = "traversal"  # traversal | sampling
     loss: str = "ce"  # ce (full softmax) | sampled (sampled softmax)
-    num_negatives: int = 1024
+    num_negatives: int = 1024  # the sampled loss's drawn negatives, shared by a batch
+    # uniform | popularity: how they are drawn (popularity: (count + 1)^popularity_alpha, the
+    # counts from the training sequences); each logit is corrected by its log probability.
+    negatives: str = "uniform"
+    popularity_alpha: float = 1.0
+    in_batch_negatives: bool = False  # the batch's targets are negatives too (sampled loss)
+    # The ID embedding's gradient as the rows a sampled-loss step touched, stepped by SparseAdam
+    # (lazy Adam, no weight decay) instead of AdamW over every row; false: dense (DDP-ready).
+    sparse_id_gradients: bool = False
     # Share of each target's label spread evenly over the scored items (0: plain cross-entropy).
     label_smoothing: float = 0.0
     epochs: int = 200
@@ -133,6 +142,9 @@ BEFORE_KEY_EXISTED: dict[str, dict[str, Any]] = {
         "lr_decay": 1.0,
         "lr_decay_patience": 3,
         "min_delta": 0.0,
+        "negatives": "uniform",
+        "in_batch_negatives": False,
+        "sparse_id_gradients": False,
     },
 }
 
@@ -155,6 +167,15 @@ DEFAULT_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
             "min_delta": 1e-4,
             "patience": 3,
             "refit_epochs": 2,
+        },
+    },
+    "large": {
+        "train": {
+            "loss": "sampled",
+            "num_negatives": 1024,
+            "negatives": "uniform",
+            "in_batch_negatives": False,
+            "sparse_id_gradients": True,
         },
     },
 }

@@ -23,7 +23,11 @@ from torch import nn
 from lite_rec.config import ModelConfig
 from lite_rec.nn.fused_cross_entropy import DEFAULT_CHUNK_LOGITS, linear_cross_entropy
 from lite_rec.nn.gpt2_fast import gpt2_last_states, splits_like_gpt2
-from lite_rec.nn.sampled_softmax import sampled_cross_entropy
+from lite_rec.nn.sampled_softmax import (
+    NegativeSampler,
+    in_batch_candidates,
+    sampled_cross_entropy,
+)
 from lite_rec.nn.table_cache import TableCache
 from lite_rec.nn.whitening import principal_components, whitening
 
@@ -115,24 +119,31 @@ class ItemRepresentation(nn.Module):
         if self.tower is not None:
             self.text[1:] = self.prepare_text(self.tower.embed_all())
 
-    def forward(self, batch: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """The table of all item representations, padding row first. -> (n_items + 1, d)
+    def forward(
+        self, batch: dict[str, torch.Tensor] | None = None, items: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The representations of `items` (U,) (internal indices, sorted, distinct), or the
+        table of all items, padding row first, when None. -> (U, d) or (n_items + 1, d)
 
-        `batch`: a training batch (`input_ids`, `target_ids`). With a tower attached and in
-        training mode, the tower re-encodes its items (at most `items_per_step` of them) with
-        gradients into the Item LLM; the others read the table."""
+        `batch`: a training batch (`input_ids`, `target_ids`), whose items `items` must hold.
+        With a tower attached and in training mode, the tower re-encodes its items (at most
+        `items_per_step` of them) with gradients into the Item LLM; the others read the table.
+        The ID embedding is read by index, so its gradient has rows for `items` alone."""
         table = 0.0
         if self.use_text:
-            text = self.text  # (n_items + 1, d_text)
+            # (U, d_text), or (n_items + 1, d_text)
+            text = self.text if items is None else self.text[items]
             if batch is not None and self.tower is not None and self.training:
                 batch_items = torch.cat(
                     [batch["input_ids"].flatten(), batch["target_ids"].flatten()]
                 )
                 fresh = self.tower.step_items(batch_items)  # (k,) item indices
-                text = text.index_copy(0, fresh + 1, self.prepare_text(self.tower(fresh)))
-            table = table + self.text_projection(text)  # (n_items + 1, d)
+                rows = fresh + 1 if items is None else torch.searchsorted(items, fresh + 1)
+                text = text.index_copy(0, rows, self.prepare_text(self.tower(fresh)))
+            table = table + self.text_projection(text)  # (U, d)
         if self.use_id:
-            table = table + self.id_embedding.weight  # (n_items + 1, d)
+            ids = self.id_embedding.weight if items is None else self.id_embedding(items)
+            table = table + ids  # (U, d)
         return table
 
 
@@ -266,29 +277,83 @@ class RecommendationLLM(nn.Module):
         num_negatives: int = 0,
         label_smoothing: float = 0.0,
         chunk_logits: int = DEFAULT_CHUNK_LOGITS,
+        sampler: NegativeSampler | None = None,
     ) -> torch.Tensor:
         """Mean next-item loss over every position with a target.
 
         batch["input_ids"], batch["target_ids"]: (B, T) internal indices, 0 = no item/target.
-        num_negatives = 0: softmax over the whole catalog; otherwise sampled softmax against
-        that many uniformly drawn items shared across the batch (uniform, so logQ is constant).
+        Without `sampler` and with num_negatives = 0: softmax over the whole catalog. Otherwise
+        sampled softmax (`sampled_loss`) against the candidates `sampler` draws, or, without
+        one, `num_negatives` uniformly drawn items shared across the batch.
         label_smoothing: the share of each target's label spread evenly over the items scored
-        (the catalog, or the target and its negatives)."""
+        (the catalog, or the target and its candidates)."""
         # The step after this pass may be a fused optimizer's, which updates the weights in
         # place without moving their version counters: drop the cached table here.
         self.table_cache.clear()
         batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
+        if sampler is None and num_negatives > 0:
+            sampler = NegativeSampler(self.n_items, num_negatives)
+        if sampler is not None:
+            return self.sampled_loss(batch, sampler, label_smoothing)
         table = self.items(batch)  # (n_items + 1, d)
         hidden = self.hidden_states(batch["input_ids"], table)  # (B, T, d)
         has_target = batch["target_ids"] > 0  # (B, T)
         users = self.head(hidden[has_target])  # (N, d)
         targets = batch["target_ids"][has_target] - 1  # (N,) item indices
         weights, bias = self.output_weights(table)  # (n_items, d), (n_items,)
-        if num_negatives <= 0:
-            return linear_cross_entropy(
-                users, weights, bias, targets, label_smoothing, chunk_logits
-            )
-        return sampled_cross_entropy(users, weights, bias, targets, num_negatives, label_smoothing)
+        return linear_cross_entropy(users, weights, bias, targets, label_smoothing, chunk_logits)
+
+    def sampled_loss(
+        self, batch: dict[str, torch.Tensor], sampler: NegativeSampler, label_smoothing: float
+    ) -> torch.Tensor:
+        """Sampled softmax (`lite_rec.nn.sampled_softmax`) computed on the items the step
+        touches alone (history items, targets, negatives): their representations are built
+        and the indices remapped to them, so no (n_items, d) table exists and the step's cost
+        does not grow with the catalog. The same loss as on the whole table."""
+        input_ids, target_ids = batch["input_ids"], batch["target_ids"]  # (B, T)
+        has_target = target_ids > 0  # (B, T)
+        negatives, negative_log_q = sampler.draw(self.device)  # (K,) item indices, (K,)
+        # The padding index always comes first, so that local index 0 is padding too
+        # (`position_ids` counts a row's items as its nonzero indices).
+        padding = input_ids.new_zeros(1)
+        touched, local = torch.unique(
+            torch.cat([padding, input_ids.flatten(), target_ids[has_target], negatives + 1]),
+            return_inverse=True,
+        )  # (U,) internal indices, sorted; each one's row among them
+        n_inputs, n_targets = input_ids.numel(), int(has_target.sum())
+        rows = self.items(batch, touched)  # (U, d)
+        hidden = self.hidden_states(local[1 : 1 + n_inputs].view_as(input_ids), rows)  # (B, T, d)
+        users = self.head(hidden[has_target])  # (N, d)
+        targets = local[1 + n_inputs : 1 + n_inputs + n_targets]  # (N,) rows of `rows`
+        candidates, candidate_log_q = local[1 + n_inputs + n_targets :], negative_log_q  # (K,)
+        if sampler.in_batch:
+            in_batch, in_batch_log_q, target_log_q = in_batch_candidates(targets)  # (M,)
+            candidates = torch.cat([candidates, in_batch])  # (K + M,)
+            candidate_log_q = torch.cat([candidate_log_q, in_batch_log_q])
+        else:
+            target_log_q = sampler.log_q(touched[targets] - 1)  # (N,)
+        weights, bias = self.output_rows(rows, touched)  # (U, d), (U,) | None
+        return sampled_cross_entropy(
+            users,
+            weights,
+            bias,
+            targets,
+            candidates,
+            candidate_log_q,
+            target_log_q,
+            label_smoothing,
+        )
+
+    def output_rows(
+        self, rows: torch.Tensor, touched: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The output vectors (U, d) and bias (U,) or None of the `touched` items (U,)
+        (internal indices) whose representations are `rows` (U, d)."""
+        if self.output is None:
+            return rows, None
+        # The padding row (index 0) reads item 0's output row: no target or candidate is it.
+        items = (touched - 1).clamp(min=0)  # (U,) item indices
+        return self.output.weight[items], self.output.bias[items]
 
     forward = loss  # model(batch) is the training loss
 

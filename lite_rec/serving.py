@@ -2,7 +2,9 @@
 `lite-rec serve` and the MLflow pyfunc, and `parse_requests`, the checks every request passes.
 
 A model directory (what `lite-rec train` writes) holds `model.pt`, `model_config.json` and
-`catalog.json` (the raw item ids in index order and their training popularity).
+`catalog.json` (the raw item ids in index order and their training popularity), and, once
+`lite-rec index` has run, an approximate item index (`lite_rec.ann`) that finds the candidates
+instead of ranking the whole catalog.
 
 Heavy modules (torch, the model, pandas) are imported where they are used, so that
 `lite-rec recommend` pays only for what one answer needs."""
@@ -23,6 +25,7 @@ from lite_rec.config import ServingConfig
 from lite_rec.errors import InputError
 
 if TYPE_CHECKING:
+    from lite_rec.ann import ItemIndex
     from lite_rec.model import RecommendationLLM
     from lite_rec.sequences import SequenceData
 
@@ -41,21 +44,34 @@ def write_catalog(data: SequenceData, out_dir: str | Path) -> None:
 
 
 class Recommender:
-    """Top-K raw item ids for histories of raw item ids."""
+    """Top-K raw item ids for histories of raw item ids, through the item index when it has
+    one (`index`), else by ranking the whole catalog."""
 
-    def __init__(self, model: RecommendationLLM, item_ids: Sequence[str], popularity: np.ndarray):
+    def __init__(
+        self,
+        model: RecommendationLLM,
+        item_ids: Sequence[str],
+        popularity: np.ndarray,
+        index: ItemIndex | None = None,
+    ):
         self.model = model
+        self.index = index
         self.item_ids = np.asarray(item_ids, dtype=object)
         self.index_of = {item: index for index, item in enumerate(self.item_ids)}
         self.popularity = np.asarray(popularity, dtype=np.float32)
         self.popular = np.argsort(-self.popularity, kind="stable")
 
     @classmethod
-    def load(cls, model_dir: str | Path) -> Recommender:
+    def load(cls, model_dir: str | Path, exact: bool = False) -> Recommender:
+        """The model in `model_dir` with its item index when the folder holds one built for
+        it (a stale one is ignored with a warning); `exact`: never the index."""
+        from lite_rec.ann import load_index
         from lite_rec.model_io import load_model
 
         catalog = json.loads((Path(model_dir) / CATALOG_FILE).read_text())
-        return cls(load_model(model_dir), catalog["item_ids"], np.array(catalog["train_counts"]))
+        model = load_model(model_dir)
+        index = None if exact else load_index(model_dir, model)
+        return cls(model, catalog["item_ids"], np.array(catalog["train_counts"]), index)
 
     @property
     def window(self) -> int:
@@ -92,12 +108,14 @@ class Recommender:
         return indices
 
     def recommend(
-        self, histories: Sequence[Sequence[Any]], k: int | Sequence[int] = 10
+        self, histories: Sequence[Sequence[Any]], k: int | Sequence[int] = 10, exact: bool = False
     ) -> list[list[tuple[str, float]]]:
         """Per history, the top-k `(raw item id, score)` pairs, best first, in one batched
         model call; `k` is one number for all or one per history. The items of a history's
-        window are never recommended back to it. A history with no known item falls back to
-        the most popular training items (score = their count)."""
+        window are never recommended back to it. The candidates come from the item index when
+        there is one and `exact` is false; the scores are the model's either way. A history
+        with no known item falls back to the most popular training items (score = their
+        count)."""
         from lite_rec.evaluate import recommend
 
         ks = [k] * len(histories) if isinstance(k, numbers.Integral) else list(k)
@@ -108,7 +126,13 @@ class Recommender:
         personal = [row for row, history in enumerate(indices) if len(history)]
         if personal:
             widest = max(ks[row] for row in personal)
-            top, scores = recommend(self.model, [indices[row] for row in personal], widest)
+            known = [indices[row] for row in personal]
+            if self.index is not None and not exact:
+                from lite_rec.ann import recommend as recommend_through_index
+
+                top, scores = recommend_through_index(self.model, self.index, known, widest)
+            else:
+                top, scores = recommend(self.model, known, widest)
             for row, items, values in zip(personal, top, scores, strict=True):
                 items, values = items[: ks[row]], values[: ks[row]]
                 kept = ~np.isneginf(values)  # drops the history itself when k exceeds the rest

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 EXPERIMENT = "lite_rec"
 PIP_REQUIREMENTS = ["torch==2.13.0", "pandas==3.1.1", "mlflow==3.17.2", "transformers==5.24.0"]
+FAISS_REQUIREMENT = "faiss-cpu==1.15.1"  # a logged model with an item index reads it with faiss
 ACCEPTED_URIS = (
     "sqlite:///PATH.db (four slashes for an absolute path), postgresql://USER@HOST/DB, "
     "http(s)://HOST:PORT, or file:///ABS/DIR with MLFLOW_ALLOW_FILE_STORE=true"
@@ -435,9 +436,13 @@ SERVING_FILES = ("model.pt", "model_config.json", "catalog.json")
 def log_pyfunc(
     model_dir: str | Path, name: str = "lite_rec", registered_model_name: str | None = None
 ):
-    """Log the servable part of a model directory (weights, config, catalog: not the training
-    checkpoint) as a pyfunc model called `name` in the active run; optionally register it."""
+    """Log the servable part of a model directory (weights, config, catalog and the item
+    index when there is one: not the training checkpoint) as a pyfunc model called `name` in
+    the active run; optionally register it."""
+    from lite_rec.ann import INDEX_FILES
+
     model_dir = Path(model_dir)
+    index_files = [file for file in INDEX_FILES if (model_dir / file).is_file()]
     item_ids = json.loads((model_dir / "catalog.json").read_text())["item_ids"]
     example = pd.DataFrame({"history": [item_ids[:3]], "k": [10]})
     # Explicit, so that `k` is optional: inferring from the example would require it.
@@ -453,14 +458,14 @@ def log_pyfunc(
         ),
     )
     with tempfile.TemporaryDirectory() as staging:
-        for file in SERVING_FILES:
+        for file in (*SERVING_FILES, *index_files):
             shutil.copy2(model_dir / file, Path(staging) / file)
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=LiteRecPyfunc(),
             artifacts={"model_dir": staging},
             code_paths=[str(PROJECT_ROOT / "lite_rec")],
-            pip_requirements=PIP_REQUIREMENTS,
+            pip_requirements=PIP_REQUIREMENTS + ([FAISS_REQUIREMENT] if index_files else []),
             input_example=example,
             signature=signature,
             registered_model_name=registered_model_name,

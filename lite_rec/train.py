@@ -21,6 +21,7 @@ from lite_rec.item_embeddings import ItemEncoder, item_text
 from lite_rec.item_tower import ItemTower
 from lite_rec.model import RecommendationLLM
 from lite_rec.model_io import save_model
+from lite_rec.nn.sampled_softmax import NEGATIVES, NegativeSampler, item_counts
 from lite_rec.sequences import SequenceData, epoch_batches
 from lite_rec.trainer import Batch, Trainer, TrainResult, seed_everything
 
@@ -29,10 +30,38 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
-def training_loss(model: RecommendationLLM, batch: Batch, config: TrainConfig) -> torch.Tensor:
-    """The batch's loss as `train.loss`, `train.num_negatives` and `train.label_smoothing` say."""
-    num_negatives = config.num_negatives if config.loss == "sampled" else 0
-    return model.loss(batch, num_negatives, config.label_smoothing, config.loss_chunk_logits)
+def negative_sampler(
+    config: TrainConfig, n_items: int, sequences: list[np.ndarray] | None = None
+) -> NegativeSampler | None:
+    """How `train.loss=sampled` draws its candidates (`train.num_negatives` of
+    `train.negatives`, and `train.in_batch_negatives`); None for the full loss. Popularity
+    counts each item's occurrences in the training `sequences`."""
+    if config.loss != "sampled":
+        return None
+    if config.negatives not in NEGATIVES:
+        raise ValueError(f"train.negatives: expected one of {NEGATIVES}, got {config.negatives!r}")
+    counts = None
+    if config.negatives == "popularity":
+        if sequences is None:
+            raise ValueError("train.negatives=popularity needs the training sequences' counts")
+        counts = item_counts(sequences, n_items)
+    return NegativeSampler(
+        n_items, config.num_negatives, counts, config.popularity_alpha, config.in_batch_negatives
+    )
+
+
+def training_loss(
+    model: RecommendationLLM,
+    batch: Batch,
+    config: TrainConfig,
+    sampler: NegativeSampler | None = None,
+) -> torch.Tensor:
+    """The batch's loss as `train.loss` and `train.label_smoothing` say, the sampled loss's
+    candidates drawn by `sampler` (`negative_sampler`; None: built from `config` alone, which
+    popularity negatives cannot be)."""
+    if sampler is None:
+        sampler = negative_sampler(config, model.n_items)
+    return model.loss(batch, 0, config.label_smoothing, config.loss_chunk_logits, sampler=sampler)
 
 
 def _attach_item_llm(
@@ -55,15 +84,36 @@ def _attach_item_llm(
     model.items.attach_tower(tower)
 
 
+def set_sparse_id_gradients(model: RecommendationLLM, config: TrainConfig) -> None:
+    """With `train.sparse_id_gradients`, the ID embedding's gradient holds the rows a step
+    touched alone (a sparse tensor), which only the sampled loss can give: the full loss
+    reads the whole table."""
+    if not config.sparse_id_gradients:
+        return
+    if config.loss != "sampled":
+        raise ValueError(
+            f"train.sparse_id_gradients needs train.loss=sampled (got {config.loss!r}): the "
+            "full loss reads every row of the ID embedding"
+        )
+    if model.items.use_id:
+        model.items.id_embedding.sparse = True
+
+
 def parameter_groups(model: RecommendationLLM, config: TrainConfig) -> list[dict[str, Any]]:
     """AdamW's parameter groups: the fine-tuned Item LLM layers, if any, at their own (smaller)
-    learning rate `train.item_llm_lr`, everything else at `train.lr`."""
+    learning rate `train.item_llm_lr`, an ID embedding with sparse gradients
+    (`set_sparse_id_gradients`) marked `sparse` (for SparseAdam), everything else at
+    `train.lr`."""
     tower = model.items.tower
     item_llm = [p for p in tower.parameters() if p.requires_grad] if tower is not None else []
-    in_item_llm = {id(p) for p in item_llm}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in in_item_llm]}]
+    sparse = [model.items.id_embedding.weight] if model.items.use_id else []
+    sparse = sparse if sparse and model.items.id_embedding.sparse else []
+    apart = {id(p) for p in item_llm + sparse}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in apart]}]
     if item_llm:
         groups.append({"params": item_llm, "lr": config.item_llm_lr})
+    if sparse:
+        groups.append({"params": sparse, "sparse": True})
     return groups
 
 
@@ -90,12 +140,14 @@ def train(
     seed_everything(train_config.seed)
     model = RecommendationLLM(model_config, data.n_items, text_embeddings).to(train_config.device)
     _attach_item_llm(model, data, item_llm)
+    set_sparse_id_gradients(model, train_config)
     train_sequences, refit_sequences = data.train_sequences(), data.refit_sequences()
     max_len = model_config.max_len
+    sampler = negative_sampler(train_config, data.n_items, train_sequences)
     trainer = Trainer(
         model,
         lambda epoch: epoch_batches(train_sequences, train_config, max_len, epoch),
-        functools.partial(training_loss, config=train_config),
+        functools.partial(training_loss, config=train_config, sampler=sampler),
         lambda m: evaluate(m, data, "valid", train_config.eval_batch_size),
         train_config,
         refit_batches=lambda epoch: epoch_batches(refit_sequences, train_config, max_len, epoch),

@@ -82,16 +82,70 @@ def warmup_schedule(warmup_steps: int) -> Callable[[int], float]:
     return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
 
 
+class DenseAndSparseAdam(torch.optim.Optimizer):
+    """Fused AdamW over the dense parameter groups and SparseAdam over the `sparse` ones
+    (lazy Adam: a step updates the rows its sparse gradient has, and their moments), as one
+    optimizer: the rate schedule sets the rates of both through one list of groups, and one
+    state dict goes into the checkpoint."""
+
+    def __init__(self, dense: torch.optim.Optimizer, sparse: torch.optim.SparseAdam) -> None:
+        params = [p for o in (dense, sparse) for group in o.param_groups for p in group["params"]]
+        super().__init__(params, {})
+        self.optimizers = (dense, sparse)
+        self.param_groups = [*dense.param_groups, *sparse.param_groups]  # the same dicts
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizers": [optimizer.state_dict() for optimizer in self.optimizers]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for optimizer, state in zip(self.optimizers, state_dict["optimizers"], strict=True):
+            optimizer.load_state_dict(state)
+
+
 def adamw_with_warmup(groups: list[dict[str, Any]], config: TrainConfig) -> tuple:
-    """AdamW over parameter groups and the warmup schedule. -> (optimizer, LambdaLR scheduler)"""
+    """AdamW over parameter groups and the warmup schedule; groups marked `"sparse": True`
+    (parameters with sparse gradients) go to SparseAdam (`DenseAndSparseAdam`), which has no
+    weight decay. -> (optimizer, LambdaLR scheduler)"""
+    sparse = [{k: v for k, v in g.items() if k != "sparse"} for g in groups if g.get("sparse")]
+    groups = [group for group in groups if not group.get("sparse")]
     # The fused kernel updates every tensor in one pass, where the default per-tensor loop took
     # ~7 ms of each Beauty step on 2 CPU cores (bench/results/step_profile/beauty.md).
     fused = all(p.device.type in ("cpu", "cuda") for group in groups for p in group["params"])
     optimizer = torch.optim.AdamW(
         groups, lr=config.lr, weight_decay=config.weight_decay, fused=fused
     )
+    if sparse:
+        if config.weight_decay:
+            raise ValueError(
+                "train.sparse_id_gradients: SparseAdam has no weight decay; expected "
+                f"train.weight_decay=0, got {config.weight_decay}"
+            )
+        optimizer = DenseAndSparseAdam(optimizer, torch.optim.SparseAdam(sparse, lr=config.lr))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(config.warmup_steps))
     return optimizer, scheduler
+
+
+def clip_gradients(parameters: list[nn.Parameter], max_norm: float) -> None:
+    """Scale the gradients so that their joint L2 norm is at most `max_norm`, as
+    `clip_grad_norm_` does, sparse gradients included (coalesced, their values counted)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not any(grad.is_sparse for grad in grads):
+        torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        return
+    for p in parameters:
+        if p.grad is not None and p.grad.is_sparse:
+            p.grad = p.grad.coalesce()
+    dense = [p.grad for p in parameters if p.grad is not None and not p.grad.is_sparse]
+    values = [p.grad.values() for p in parameters if p.grad is not None and p.grad.is_sparse]
+    total = torch.nn.utils.get_total_norm([*dense, *values])
+    scale = (max_norm / (total + 1e-6)).clamp(max=1.0)  # clip_grad_norm_'s
+    for tensor in [*dense, *values]:  # a coalesced gradient's values() are its own
+        tensor.mul_(scale)
 
 
 def optimizer_step(
@@ -102,7 +156,7 @@ def optimizer_step(
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if config.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        clip_gradients(list(model.parameters()), config.grad_clip)
     optimizer.step()
     scheduler.step()
     return loss.item()

@@ -16,8 +16,8 @@ main_job = dg.define_asset_job(
     selection=PIPELINE,
     tags=RETRAIN_TAGS,
     description=(
-        "The pipeline: ingest, validate, filter, split, embed, train, evaluate, register and "
-        "gate. `make run`, the nightly schedule and the catalog sensor run it."
+        "The pipeline: ingest, validate, filter, split, embed, train, index, evaluate, register "
+        "and gate. `make run`, the nightly schedule and the catalog sensor run it."
     ),
 )
 benchmark_job = dg.define_asset_job(

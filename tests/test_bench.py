@@ -109,7 +109,7 @@ def test_benchmark_asset_has_its_own_job_and_stays_out_of_the_pipeline_jobs() ->
     assert benchmark.key in bench_job.asset_layer.selected_asset_keys
     # main_job is also the nightly retrain's: it must not run the benchmark
     pipeline = repository.get_job("main_job").asset_layer.selected_asset_keys
-    assert benchmark.key not in pipeline and len(pipeline) == 11
+    assert benchmark.key not in pipeline and len(pipeline) == 12
     assert benchmark.group_names_by_key[benchmark.key] == "benchmark"
 
 

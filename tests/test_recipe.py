@@ -86,7 +86,7 @@ def test_a_recipe_from_the_params_file_applies_and_bad_recipes_are_named(tmp_pat
 
 def test_an_unknown_recipe_is_refused_before_writing(tmp_path, capsys):
     with pytest.raises(
-        ValueError, match=r"train.recipe: expected one of auto, none, sparse, got 'amazon'"
+        ValueError, match=r"train.recipe: expected one of auto, none, sparse, large, got 'amazon'"
     ):
         load_config(overrides=["train.recipe=amazon"])
     data_dir = tmp_path / "missing-data"

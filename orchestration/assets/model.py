@@ -1,4 +1,5 @@
-"""Model assets: Item LLM embeddings, the trained Recommendation LLM, its evaluation."""
+"""Model assets: Item LLM embeddings, the trained Recommendation LLM, its item index, its
+evaluation."""
 
 from typing import Any
 
@@ -6,7 +7,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from lite_rec import pipeline
+from lite_rec import ann, pipeline
 from lite_rec.item_embeddings import item_embeddings as encode_items
 from lite_rec.sequences import SequenceData
 from lite_rec.tracking import run_url
@@ -91,6 +92,44 @@ def rec_model(
         "learning curve": mlflow_image(ui, trained.run_id, "learning_curve.png"),
     }
     return dg.Output(trained, metadata=metadata)
+
+
+class ItemIndexSettings(dg.Config):
+    """The approximate serving index (`lite_rec.ann.IndexConfig`: `kind` hnsw | ivf and its
+    parameters) and how many validation users its recall@10 is measured on."""
+
+    kind: str = ann.IndexConfig.kind
+    hnsw_m: int = ann.IndexConfig.hnsw_m
+    ef_construction: int = ann.IndexConfig.ef_construction
+    ef_search: int = ann.IndexConfig.ef_search
+    nlist: int = ann.IndexConfig.nlist
+    nprobe: int = ann.IndexConfig.nprobe
+    sample_users: int = 1000
+
+
+@dg.asset(group_name="model", kinds={"faiss"}, **CATALOG)
+def item_index(
+    config: ItemIndexSettings, sequences: SequenceData, rec_model: pipeline.TrainedModel
+) -> dg.Output:
+    """The approximate item index that serving answers through, in the model folder, with its
+    recall@10 against exact ranking on validation users."""
+    settings = config.model_dump()
+    sample_users = settings.pop("sample_users")
+    info = ann.index_model_folder(
+        rec_model.model_dir, ann.IndexConfig(**settings), sequences, sample_users
+    )
+    metadata = {
+        "kind": info["kind"],
+        "recall@10": info["recall@10"],
+        "recall users": info["recall_users"],
+        "n items": info["n_items"],
+        "build seconds": info["build_seconds"],
+        "index users/s": info["index_users_per_second"],
+        "exact users/s": info["exact_users_per_second"],
+        "params": dg.MetadataValue.json(info["params"]),
+        "index file": dg.MetadataValue.path(str(rec_model.model_dir / ann.INDEX_FILE)),
+    }
+    return dg.Output(info, metadata=metadata)
 
 
 @dg.asset(group_name="evaluation", kinds={"pytorch", "mlflow"}, **CATALOG)
