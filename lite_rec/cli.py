@@ -165,6 +165,10 @@ def _index(args: argparse.Namespace) -> int:
             raise InputError(args.data, "expected a data folder `lite-rec prepare` wrote")
         data = load_sequences(args.data)
     info = index_model_folder(args.model_dir, IndexConfig(**given), data, args.sample_users)
+    if not args.no_log and (args.model_dir / "mlflow_run.json").is_file():
+        from lite_rec.tracking import Tracking, log_indexed_model
+
+        info["model_uri"] = log_indexed_model(args.model_dir, Tracking(args.tracking_uri))
     print(json.dumps(info))
     return 0
 
@@ -707,6 +711,13 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--kind", choices=["hnsw", "ivf"], default=None, help="hnsw (default) | ivf")
     index.add_argument("--data", type=Path, default=None, help="what `lite-rec prepare` wrote")
     index.add_argument("--sample-users", type=int, default=1000, help="users recall is measured on")
+    index.add_argument(
+        "--no-log",
+        action="store_true",
+        help="leave the training run's logged model as it is (default: log it again with the "
+        "index, into the run that trained the folder, so that `lite-rec register` registers it)",
+    )
+    index.add_argument("--tracking-uri", default="", help="the store that trained the folder")
     for option, text in INDEX_OPTIONS.items():
         if option != "kind":
             index.add_argument("--" + option.replace("_", "-"), type=int, default=None, help=text)

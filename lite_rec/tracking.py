@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 EXPERIMENT = "lite_rec"
 PIP_REQUIREMENTS = ["torch==2.13.0", "pandas==3.1.1", "mlflow==3.17.2", "transformers==5.24.0"]
+ITEM_INDEX_TAG = "lite_rec.item_index"  # on a run whose logged model answers through an index
 FAISS_REQUIREMENT = "faiss-cpu==1.15.1"  # a logged model with an item index reads it with faiss
 ACCEPTED_URIS = (
     "sqlite:///PATH.db (four slashes for an absolute path), postgresql://USER@HOST/DB, "
@@ -470,3 +471,43 @@ def log_pyfunc(
             signature=signature,
             registered_model_name=registered_model_name,
         )
+
+
+def log_indexed_model(model_dir: str | Path, tracking: Tracking) -> str:
+    """Log `model_dir`'s pyfunc again, now holding the item index that `lite-rec index` wrote,
+    into the run that trained the folder and under the same name, and point the folder's run
+    record (`mlflow_run.json`) at it: what is registered from the folder afterwards answers
+    through the index. -> the new model URI"""
+    from lite_rec.ann import INDEX_FILE, INDEX_INFO_FILE
+    from lite_rec.errors import InputError
+    from lite_rec.outputs import write_file_atomically
+    from lite_rec.pipeline import RUN_FILE
+
+    model_dir = Path(model_dir)
+    record_file = model_dir / RUN_FILE
+    if not (model_dir / INDEX_FILE).is_file():
+        raise InputError(model_dir, f"no {INDEX_FILE}: run `lite-rec index {model_dir}` first")
+    record = json.loads(record_file.read_text())
+    tracking.activate()
+    try:
+        logged = mlflow.get_logged_model(record["model_uri"].removeprefix("models:/"))
+        run = mlflow.start_run(run_id=record["run_id"])
+    except mlflow.exceptions.MlflowException as error:
+        raise InputError(
+            record_file,
+            f"run {record['run_id']} or its model {record['model_uri']} is not in the tracking "
+            f"store at {tracking.resolved_uri}; expected the store that trained it: "
+            f"{record['tracking_uri']} (or pass --no-log)",
+        ) from error
+    with run:
+        info = log_pyfunc(model_dir, name=logged.name)
+        kind = json.loads((model_dir / INDEX_INFO_FILE).read_text())["kind"]
+        mlflow.set_tag(ITEM_INDEX_TAG, kind)
+    write_file_atomically(record_file, json.dumps({**record, "model_uri": info.model_uri}))
+    log.info(
+        "%s: model with its item index logged to run %s as %s",
+        model_dir,
+        record["run_id"],
+        info.model_uri,
+    )
+    return info.model_uri

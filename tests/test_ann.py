@@ -263,14 +263,34 @@ def test_the_logged_pyfunc_carries_the_index(model_dir, tmp_path) -> None:
 
 
 def test_the_item_index_asset_reports_kind_recall_and_build_time(model_dir, tmp_path, data) -> None:
-    from lite_rec.pipeline import TrainedModel
+    import mlflow
+
+    from lite_rec.pipeline import RUN_FILE, TrainedModel
+    from lite_rec.tracking import Tracking, log_pyfunc
     from orchestration.assets.model import ItemIndexSettings, item_index
+    from orchestration.resources import MlflowTracking
 
     folder = copy_of(model_dir, tmp_path / "model")
-    trained = TrainedModel(folder, "run", "0", 1, {}, [], 0.0, "models:/m", None)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with Tracking(uri).run(name="train") as run:  # as training logs the folder, index-less
+        plain = log_pyfunc(folder, name="lite_rec_test")
+    record = {"run_id": run.info.run_id, "tracking_uri": uri, "model_uri": plain.model_uri}
+    (folder / RUN_FILE).write_text(json.dumps(record))
+    trained = TrainedModel(folder, run.info.run_id, "0", 1, {}, [], 0.0, plain.model_uri, None)
     output = item_index(
-        config=ItemIndexSettings(sample_users=50), sequences=data, rec_model=trained
+        config=ItemIndexSettings(sample_users=50),
+        mlflow_tracking=MlflowTracking(uri=uri),
+        sequences=data,
+        rec_model=trained,
     )
+    # The model registered after this asset is the training run's model with the index.
+    indexed = output.value.pop("model_uri")
+    assert indexed != plain.model_uri
+    assert json.loads((folder / RUN_FILE).read_text())["model_uri"] == indexed
+    logged = mlflow.get_logged_model(indexed.removeprefix("models:/"))
+    assert (logged.source_run_id, logged.name) == (run.info.run_id, "lite_rec_test")
+    assert mlflow.pyfunc.load_model(indexed).unwrap_python_model().recommender.index is not None
+    assert mlflow.pyfunc.load_model(plain.model_uri).unwrap_python_model().recommender.index is None
     assert output.value == json.loads((folder / ann.INDEX_INFO_FILE).read_text())
     plain = {key: type(value) for key, value in output.value.items() if key != "params"}
     assert set(plain.values()) <= {int, float, str}, plain  # Dagster's event log takes no numpy

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 import re
 from pathlib import Path
 
@@ -233,3 +234,26 @@ def test_register_runs_the_gate_from_the_command_line(trained: dict, capsys) -> 
     not_a_model = ["register", str(trained["data"]), str(trained["root"]), "--model", "cli_gate"]
     assert main([*not_a_model, "--tracking-uri", trained["uri"]]) == 2
     assert "no mlflow_run.json; expected a folder `lite-rec train` wrote" in capsys.readouterr().err
+
+
+def test_an_indexed_folder_registers_the_model_that_answers_through_its_index(
+    trained: dict, tmp_path: Path, capsys
+) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(trained["model"], folder)
+    before = json.loads((folder / "mlflow_run.json").read_text())
+    index = ["index", str(folder), "--data", str(trained["data"]), "--tracking-uri", trained["uri"]]
+    assert main([*index, "--sample-users", "5"]) == 0
+    after = json.loads((folder / "mlflow_run.json").read_text())
+    assert json.loads(capsys.readouterr().out)["model_uri"] == after["model_uri"]
+    assert after == {**before, "model_uri": after["model_uri"]} != before  # same run, new model
+    register = ["register", str(trained["data"]), str(folder), "--model", "cli_indexed"]
+    assert main([*register, "--tracking-uri", trained["uri"]]) == 0
+    champion = mlflow.pyfunc.load_model("models:/cli_indexed@champion")
+    assert champion.unwrap_python_model().recommender.index is not None
+    # --no-log leaves the run's model alone; a store that never saw the run is refused.
+    assert main([*index, "--no-log"]) == 0
+    assert json.loads((folder / "mlflow_run.json").read_text()) == after
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    assert main(["index", str(folder), "--tracking-uri", other]) == 2
+    assert f"is not in the tracking store at {other}" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import pandas as pd
 from lite_rec import ann, pipeline
 from lite_rec.item_embeddings import item_embeddings as encode_items
 from lite_rec.sequences import SequenceData
-from lite_rec.tracking import run_url
+from lite_rec.tracking import log_indexed_model, run_url
 from orchestration.assets.metadata import (
     CATALOG,
     DIGITS,
@@ -109,15 +109,20 @@ class ItemIndexSettings(dg.Config):
 
 @dg.asset(group_name="model", kinds={"faiss"}, **CATALOG)
 def item_index(
-    config: ItemIndexSettings, sequences: SequenceData, rec_model: pipeline.TrainedModel
+    config: ItemIndexSettings,
+    mlflow_tracking: MlflowTracking,
+    sequences: SequenceData,
+    rec_model: pipeline.TrainedModel,
 ) -> dg.Output:
     """The approximate item index that serving answers through, in the model folder, with its
-    recall@10 against exact ranking on validation users."""
+    recall@10 against exact ranking on validation users; the training run's model is logged
+    again with it, and that model is the one `registered_model` registers."""
     settings = config.model_dump()
     sample_users = settings.pop("sample_users")
     info = ann.index_model_folder(
         rec_model.model_dir, ann.IndexConfig(**settings), sequences, sample_users
     )
+    info["model_uri"] = log_indexed_model(rec_model.model_dir, mlflow_tracking.tracking())
     metadata = {
         "kind": info["kind"],
         "recall@10": info["recall@10"],
@@ -128,6 +133,7 @@ def item_index(
         "exact users/s": info["exact_users_per_second"],
         "params": dg.MetadataValue.json(info["params"]),
         "index file": dg.MetadataValue.path(str(rec_model.model_dir / ann.INDEX_FILE)),
+        "model uri": info["model_uri"],
     }
     return dg.Output(info, metadata=metadata)
 

@@ -1,5 +1,7 @@
 """The registry asset: register the trained model and let the gate decide on `champion`."""
 
+import dataclasses
+
 import dagster as dg
 
 from lite_rec import pipeline, registry
@@ -62,11 +64,13 @@ def registered_model(
     mlflow_tracking: MlflowTracking,
     sequences: SequenceData,
     rec_model: pipeline.TrainedModel,
+    item_index: dict,
 ) -> dg.Output:
-    """A new version of the dataset's registered model, promoted to champion only if it wins."""
+    """A new version of the dataset's registered model (the one with the item index), promoted
+    to champion only if it wins."""
     name = config.model_name or registry.registered_model_name(settings.dataset_dir().name)
     decision = registry.register_and_gate(
-        rec_model,
+        dataclasses.replace(rec_model, model_uri=item_index["model_uri"]),
         sequences,
         name,
         mlflow_tracking.tracking(),
