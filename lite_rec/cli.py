@@ -151,7 +151,18 @@ def _recommend(args: argparse.Namespace) -> int:
     history = [item.strip() for item in args.history.split(",") if item.strip()]
     for item, score in recommender.recommend([history], args.k, exact=args.exact)[0]:
         print(f"{item}\t{score:.4f}")
+    _skip_compile_report()
     return 0
+
+
+def _skip_compile_report() -> None:
+    """Drop torch.compile's exit-time report (imported with transformers, it imports
+    `tabulate` at exit: 0.4 s of a one-answer command that compiled nothing)."""
+    import atexit
+
+    dynamo_utils = sys.modules.get("torch._dynamo.utils")
+    if dynamo_utils is not None and hasattr(dynamo_utils, "dump_compile_times"):
+        atexit.unregister(dynamo_utils.dump_compile_times)
 
 
 def _index(args: argparse.Namespace) -> int:

@@ -2,8 +2,10 @@
 
 import dataclasses
 import json
-import shutil
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -257,3 +259,18 @@ def test_an_indexed_folder_registers_the_model_that_answers_through_its_index(
     other = f"sqlite:///{tmp_path / 'other.db'}"
     assert main(["index", str(folder), "--tracking-uri", other]) == 2
     assert f"is not in the tracking store at {other}" in capsys.readouterr().err
+
+
+def test_recommend_from_a_folder_imports_no_mlflow(trained: dict) -> None:
+    """One answer from a model folder pays neither for MLflow nor for torch.compile's exit
+    report."""
+    script = (
+        "from lite_rec.cli import main; "
+        f"main(['recommend', {str(trained['model'])!r}, '--history', '1,2', '--k', '2'])"
+    )
+    # -X importtime reports every import up to the process's end, the exit handlers' included.
+    command = [sys.executable, "-X", "importtime", "-c", script]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "torch" in imported and not imported & {"mlflow", "tabulate"}
