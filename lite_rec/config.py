@@ -126,6 +126,8 @@ class ServingConfig:
 
     max_k: int = 1000  # the most items one row may ask for
     max_rows: int = 1000  # the most rows (users) one request may hold
+    # The most rows waiting to be scored; a request beyond them gets 503 with Retry-After.
+    max_queued_rows: int = 20000
     max_request_mb: float = 16.0  # a larger request body is refused before it is read
     reload_seconds: float = 10.0  # how often `lite-rec serve` checks the alias's version
     threads: int = 1  # torch threads of the server's scoring (the HTTP side needs a core too)

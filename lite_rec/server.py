@@ -56,7 +56,10 @@ ERROR_CODES = {
     413: "REQUEST_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
     500: "INTERNAL_ERROR",
+    503: "TEMPORARILY_UNAVAILABLE",
 }
+# Seconds a refused (503) client is asked to wait: about one batch's scoring.
+RETRY_AFTER_SECONDS = 1
 
 
 @dataclass(frozen=True)
@@ -187,27 +190,43 @@ class Pending:
 class Batcher:
     """Scores the rows of every request waiting at once in one model call on one thread;
     requests that arrive meanwhile wait for the next call. A batch holds at most `max_rows`
-    rows (a request is never split) and is answered by one model."""
+    rows (a request is never split) and is answered by one model. At most `max_queued_rows`
+    rows wait: a request that would exceed it is refused at once (503), so that a burst
+    larger than the server can score gets a fast answer to retry instead of a growing delay
+    for everyone."""
 
-    def __init__(self, follower: Follower, max_rows: int):
+    def __init__(self, follower: Follower, max_rows: int, max_queued_rows: int):
         self.follower = follower
         self.max_rows = max_rows
+        self.max_queued_rows = max_queued_rows
+        self.queued_rows = 0  # rows waiting in `queue` (read and written on the event loop)
         self.queue: asyncio.Queue[Pending] = asyncio.Queue()
         self.scoring = ThreadPoolExecutor(1, thread_name_prefix="lite-rec-scoring")
 
     async def answer(self, histories: list, ks: list[int]) -> tuple[bytes, str]:
+        if self.queued_rows + len(histories) > self.max_queued_rows:
+            raise RequestError(
+                503,
+                f"{self.queued_rows} rows already waiting (serving.max_queued_rows "
+                f"{self.max_queued_rows}); retry after {RETRY_AFTER_SECONDS} s",
+            )
         pending = Pending(histories, ks, asyncio.get_running_loop().create_future())
+        self.queued_rows += len(histories)
         self.queue.put_nowait(pending)
         return await pending.answer
+
+    def _take(self, pending: Pending) -> Pending:
+        self.queued_rows -= len(pending.histories)
+        return pending
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         carried: Pending | None = None
         while True:
-            batch = [carried or await self.queue.get()]
+            batch = [carried or self._take(await self.queue.get())]
             carried, rows = None, len(batch[0].histories)
             while not self.queue.empty():
-                pending = self.queue.get_nowait()
+                pending = self._take(self.queue.get_nowait())
                 if rows + len(pending.histories) > self.max_rows:
                     carried = pending
                     break
@@ -339,7 +358,7 @@ class ModelServer:
         except Exception as error:
             log.error("cannot serve %s: %s", self.source.description, error)
             raise
-        self.batcher = Batcher(self.follower, self.limits.max_rows)
+        self.batcher = Batcher(self.follower, self.limits.max_rows, self.limits.max_queued_rows)
         batching = asyncio.create_task(self.batcher.run())
         stop = threading.Event()
         following = threading.Thread(
@@ -390,7 +409,12 @@ class ModelServer:
             return error_response(error.status, str(error))
         except InputError as error:
             return error_response(400, str(error))
-        body, version = await self.batcher.answer(histories, ks)
+        try:
+            body, version = await self.batcher.answer(histories, ks)
+        except RequestError as error:  # the queue is full
+            response = error_response(error.status, str(error))
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
         return Response(body, media_type="application/json", headers={VERSION_HEADER: version})
 
     async def read_json(self, request: Request) -> Any:

@@ -217,3 +217,35 @@ def test_sigterm_stops_the_server_and_its_children(served) -> None:
     said = served.log_file.read_text()
     assert "Application shutdown complete" in said and "stopped serving" in said
     assert "now serving models:/lite_rec_server@champion version 2 (was version 1" in said
+
+
+def test_rows_beyond_the_queue_bound_get_503_at_once_and_the_queued_ones_their_answers(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from lite_rec.server import Batcher, Follower, ModelSource, RequestError
+
+    data = cyclic_data(20, 40, spread=4)
+    model = train_tiny(data, tmp_path / "m", Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}"), 1)
+    follower = Follower(ModelSource("", model_dir=str(model.model_dir)))
+    histories = [[str(data.item_ids[0]), str(data.item_ids[1])]] * 3
+
+    async def burst() -> tuple[list, int]:
+        batcher = Batcher(follower, max_rows=5, max_queued_rows=7)
+        waiting = [asyncio.ensure_future(batcher.answer(histories, [2] * 3)) for _ in range(2)]
+        await asyncio.sleep(0)  # both are queued: 6 rows wait, nothing scores them yet
+        with pytest.raises(RequestError, match="6 rows already waiting .* 7\\); retry") as refused:
+            await batcher.answer(histories[:2], [2] * 2)
+        assert refused.value.status == 503 and batcher.queued_rows == 6
+        running = asyncio.ensure_future(batcher.run())
+        answers = await asyncio.gather(*waiting)
+        after = await batcher.answer(histories[:2], [2] * 2)  # room again
+        running.cancel()
+        batcher.scoring.shutdown(wait=True)
+        return [*answers, after], batcher.queued_rows
+
+    answers, left = asyncio.run(burst())
+    assert left == 0
+    top = expected(model.model_dir, histories, 2)
+    assert [json.loads(body)["predictions"][0]["item_ids"] for body, _ in answers] == [top[0]] * 3
