@@ -21,7 +21,9 @@ def evaluate(
     item_chunk: int | None = None,
 ) -> dict[str, float]:
     """Recall@{5,10,20}, NDCG@{5,10,20} and MRR on `split` (valid | test), ranking the whole
-    catalog minus each user's history, `item_chunk` items at a time (None: all at once)."""
+    catalog minus each user's history, `item_chunk` items at a time (None: the whole catalog
+    while a batch's scores fit `lite_rec.ranking.WHOLE_CATALOG_SCORES`, measured chunks
+    beyond). The ranks are exact whatever the chunk."""
     histories, targets = data.histories_and_targets(split)
     ranking = rank_catalog(model, histories, targets, batch_size=batch_size, item_chunk=item_chunk)
     return ranking_metrics(ranking.ranks)

@@ -369,11 +369,26 @@ class RecommendationLLM(nn.Module):
         return users
 
     @torch.no_grad()
-    def item_scores(self, users: torch.Tensor, start: int = 0, stop: int | None = None):
-        """Scores of catalog items start..stop-1 for `user_vectors` (B, d) -> (B, stop - start)."""
-        weights, bias = self.output_weights(self.item_table())
-        stop = self.n_items if stop is None else stop
-        return F.linear(users, weights[start:stop], None if bias is None else bias[start:stop])
+    def item_scores(
+        self,
+        users: torch.Tensor,
+        start: int = 0,
+        stop: int | None = None,
+        out: torch.Tensor | None = None,
+        items: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Scores of catalog items start..stop-1, or of `items` (N,) item indices, for
+        `user_vectors` (B, d) -> (B, stop - start) or (B, N), written into `out` when given:
+        a buffer reused across calls saves a fresh result's page faults, which cost as much
+        as the product. The values do not depend on `out`."""
+        weights, bias = self.output_weights(self.item_table())  # (n_items, d), (n_items,)
+        rows = slice(start, self.n_items if stop is None else stop) if items is None else items
+        weights, bias = weights[rows], None if bias is None else bias[rows]
+        if out is None:
+            return F.linear(users, weights, bias)
+        if bias is None:
+            return torch.mm(users, weights.T, out=out)
+        return torch.addmm(bias, users, weights.T, out=out)  # F.linear's own product
 
     @torch.no_grad()
     def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
