@@ -79,15 +79,56 @@ def _text_embeddings(args: argparse.Namespace, config, data):
     return item_embeddings(data.items, config.item_llm, args.cache)[0]
 
 
+def _train_command(args: argparse.Namespace) -> list[str]:
+    """The `lite-rec train` arguments that `args` were parsed from, `--nproc` as `--set`."""
+    command = ["--verbose"] * args.verbose + ["train", str(args.data_dir), "--out", str(args.out)]
+    if args.embeddings:
+        command += ["--embeddings", str(args.embeddings)]
+    if args.tracking_uri:
+        command += ["--tracking-uri", args.tracking_uri]
+    if args.params:
+        command += ["--params", str(args.params)]
+    for setting in args.set:
+        command += ["--set", setting]
+    return [*command, "--cache", str(args.cache)]
+
+
 def _train(args: argparse.Namespace) -> int:
+    from lite_rec import distributed
     from lite_rec.pipeline import train_rec_model
+    from lite_rec.recipe import resolve_config
     from lite_rec.sequences import load_sequences
     from lite_rec.tracking import Tracking
+    from lite_rec.train import check_data_parallel
+    from lite_rec.trainer import check_train_config
 
+    if args.nproc is not None:
+        args.set = [*args.set, f"train.nproc={args.nproc}"]
     config = _config(args)
-    data = load_sequences(args.data_dir)
-    embeddings = _text_embeddings(args, config, data)
-    trained = train_rec_model(data, embeddings, config, args.out, Tracking(args.tracking_uri))
+    ranks = config.train.nproc * args.nnodes
+    if ranks > 1 and not distributed.launched():
+        # Refused here, before torchrun starts workers, so that bad settings give one line.
+        check_train_config(config.train)
+        data = load_sequences(args.data_dir)
+        resolved = resolve_config(config, data)
+        check_data_parallel(resolved.model, resolved.train, ranks)
+        _text_embeddings(args, config, data)  # the workers find every item in the cache
+        command = distributed.launcher_command(
+            config.train.nproc,
+            _train_command(args),
+            args.nnodes,
+            args.node_rank,
+            args.rdzv_endpoint,
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, *command])
+    with distributed.process_group(config.train.device):
+        data = load_sequences(args.data_dir)
+        embeddings = _text_embeddings(args, config, data)
+        trained = train_rec_model(data, embeddings, config, args.out, Tracking(args.tracking_uri))
+    if trained is None:  # a data-parallel rank other than 0: rank 0 reports
+        return 0
     print(
         json.dumps(
             {
@@ -700,6 +741,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracking-uri",
         default="",
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)",
+    )
+    train.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="data-parallel training processes on this machine, started through torchrun "
+        "(gloo on cpu, nccl on cuda; default: train.nproc); rerun the same command to resume",
+    )
+    train.add_argument(
+        "--nnodes", type=int, default=1, help="machines training together (default: 1)"
+    )
+    train.add_argument(
+        "--node-rank", type=int, default=None, help="this machine's rank among --nnodes"
+    )
+    train.add_argument(
+        "--rdzv-endpoint",
+        default=None,
+        metavar="HOST:PORT",
+        help="where the --nnodes machines meet (torchrun's c10d rendezvous)",
     )
     _add_config_options(train)
     train.set_defaults(run=_train)

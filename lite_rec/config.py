@@ -116,8 +116,11 @@ class TrainConfig:
     # fewer, larger matrix products (bench/results/step_profile/).
     loss_chunk_logits: int = 1 << 22
     seed: int = 42
-    threads: int = 0  # 0: every core torch sees
+    threads: int = 0  # 0: every core torch sees (per process when nproc > 1)
     device: str = "cpu"  # a torch device; resuming is bit-identical on cpu
+    # Processes per machine training data-parallel (DistributedDataParallel under torchrun:
+    # gloo on cpu, nccl on cuda), each on its share of every batch (1: one process).
+    nproc: int = 1
 
 
 @dataclass

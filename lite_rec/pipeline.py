@@ -17,6 +17,7 @@ import mlflow
 import numpy as np
 import yaml
 
+from lite_rec import distributed
 from lite_rec.config import Config, config_from_dict
 from lite_rec.evaluate import evaluate
 from lite_rec.model_io import MODEL_CONFIG_FILE, MODEL_FILE, load_model, trained_on_validation_items
@@ -68,13 +69,26 @@ def train_rec_model(
     progress: bool = True,
     tags: dict[str, str] | None = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
-) -> TrainedModel:
+) -> TrainedModel | None:
     """Train, write the model directory, and log the run (params, the training data,
     per-epoch metrics, learning curve, validation metrics, the pyfunc model) to MLflow.
-    `tags` go on the run; `on_epoch_end(row)` is called after each epoch's row is logged."""
+    `tags` go on the run; `on_epoch_end(row)` is called after each epoch's row is logged.
+    Data-parallel (`lite_rec.distributed`), rank 0 does all of this and returns the
+    `TrainedModel`; the other ranks train beside it, write nothing and return None."""
     # Resolved before logging: the run's params and config.yaml show the settings it used.
     config = resolve_config(config, data)
     out_dir = Path(out_dir)
+    if not distributed.is_main():
+        train(
+            data,
+            text_embeddings,
+            config.model,
+            config.train,
+            out_dir,
+            progress=False,
+            item_llm=config.item_llm,
+        )
+        return None
     dataset = dataset_name(config)
     started = datetime.now().strftime("%Y-%m-%d %H:%M")
     run_tags = {

@@ -65,6 +65,18 @@ class SequenceData:
         """Training sequences plus the validation item: everything but the test item."""
         return [seq[: n + 1] for seq, n in zip(self.sequences, self.train_lengths, strict=True)]
 
+    def user_shard(self, rank: int, world_size: int) -> SequenceData:
+        """Every `world_size`-th user from the `rank`-th (data-parallel validation), with the
+        whole item catalog."""
+        users = slice(rank, None, world_size)
+        return SequenceData(
+            item_ids=self.item_ids,
+            user_ids=self.user_ids[users],
+            sequences=self.sequences[users],
+            items=self.items,
+            train_lengths=self.train_lengths[users],
+        )
+
 
 def _check_splits(users: np.ndarray, splits: np.ndarray, source: str) -> None:
     """Refuse, naming the row and the user, a user whose rows are not train..., valid, test."""
@@ -236,25 +248,60 @@ def make_batch(windows: np.ndarray, last_target_only: bool) -> dict[str, torch.T
     return {"input_ids": torch.from_numpy(input_ids), "target_ids": torch.from_numpy(target_ids)}
 
 
+# The batch key of a data-parallel rank's loss weight (`WindowBatches`): its share of the
+# batch's targets times world_size.
+LOSS_WEIGHT = "loss_weight"
+
+
 @dataclass
 class WindowBatches:
-    """An epoch's windows as `make_batch` batches of `batch_size` rows, made as they are read."""
+    """An epoch's windows as `make_batch` batches of `batch_size` rows, made as they are read.
+
+    Data-parallel (`world_size` > 1), each batch is cut into world_size near-equal parts and
+    this rank gets part `rank`, so every rank steps as often as one process would, on the same
+    batches; a last batch of fewer windows than ranks is left out, on every rank alike, since
+    ranks that step a different number of times hang DistributedDataParallel. Each part then
+    carries LOSS_WEIGHT, its share of the batch's targets times world_size: the mean of the
+    weighted part losses that DDP's gradient average makes is the whole batch's mean loss."""
 
     windows: np.ndarray  # (n_windows, max_len + 1), in batch order
     batch_size: int
     last_target_only: bool  # train.strategy=sampling
+    rank: int = 0
+    world_size: int = 1
 
     def __len__(self) -> int:
-        return -(-len(self.windows) // self.batch_size)
+        batches = -(-len(self.windows) // self.batch_size)
+        last = len(self.windows) - (batches - 1) * self.batch_size
+        return batches - int(batches > 0 and last < self.world_size)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        for start in range(0, len(self.windows), self.batch_size):
-            yield make_batch(self.windows[start : start + self.batch_size], self.last_target_only)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            windows = self.windows[start : start + self.batch_size]
+            if self.world_size == 1:
+                yield make_batch(windows, self.last_target_only)
+                continue
+            # (b,) each window's targets: every position after its first item, or the last
+            targets = 1 if self.last_target_only else (windows > 0).sum(1) - 1
+            targets = np.broadcast_to(targets, len(windows))
+            part = np.array_split(np.arange(len(windows)), self.world_size)[self.rank]
+            batch = make_batch(windows[part], self.last_target_only)
+            share = targets[part].sum() / targets.sum()
+            batch[LOSS_WEIGHT] = torch.tensor(share * self.world_size, dtype=torch.float32)
+            yield batch
 
 
 def epoch_batches(
-    sequences: list[np.ndarray], config: TrainConfig, max_len: int, epoch: int
+    sequences: list[np.ndarray],
+    config: TrainConfig,
+    max_len: int,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> WindowBatches:
-    """The epoch's training batches of next-item windows (`epoch_windows`)."""
+    """The epoch's training batches of next-item windows (`epoch_windows`); data-parallel,
+    rank `rank`'s part of each (`WindowBatches`)."""
     windows = epoch_windows(sequences, config, max_len, epoch)
-    return WindowBatches(windows, config.batch_size, config.strategy == "sampling")
+    return WindowBatches(
+        windows, config.batch_size, config.strategy == "sampling", rank, world_size
+    )

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lite_rec import distributed
 from lite_rec.config import ItemLLMConfig, ModelConfig, TrainConfig
 from lite_rec.evaluate import evaluate
 from lite_rec.item_embeddings import ItemEncoder, item_text
@@ -99,6 +100,26 @@ def set_sparse_id_gradients(model: RecommendationLLM, config: TrainConfig) -> No
         model.items.id_embedding.sparse = True
 
 
+def check_data_parallel(model_config: ModelConfig, config: TrainConfig, ranks: int) -> None:
+    """Refuse, by name, what training in `ranks` data-parallel processes does not support:
+    sparse ID gradients (nccl reduces dense tensors alone, and DDP would have to gather the
+    rows each rank touched) and a fine-tuned Item LLM (its layers step on a sample of items
+    of their own)."""
+    if ranks == 1:
+        return
+    if config.sparse_id_gradients:
+        raise ValueError(
+            f"train.sparse_id_gradients=true: not supported with {ranks} data-parallel "
+            "processes (train.nproc); expected train.sparse_id_gradients=false (dense) or "
+            "train.nproc=1"
+        )
+    if model_config.finetune_item_llm:
+        raise ValueError(
+            f"model.finetune_item_llm=true: not supported with {ranks} data-parallel "
+            "processes (train.nproc); expected model.finetune_item_llm=false or train.nproc=1"
+        )
+
+
 def parameter_groups(model: RecommendationLLM, config: TrainConfig) -> list[dict[str, Any]]:
     """AdamW's parameter groups: the fine-tuned Item LLM layers, if any, at their own (smaller)
     learning rate `train.item_llm_lr`, an ID embedding with sparse gradients
@@ -133,36 +154,55 @@ def train(
     `resume`, a run picks up from it. `on_epoch_end(history_row)` runs after each checkpoint.
     `item_llm` (the Item LLM's config) is needed only with `model.finetune_item_llm`.
     The configs are used as given: `train.recipe` was applied when they were resolved
-    (`lite_rec.recipe.resolve_config`)."""
+    (`lite_rec.recipe.resolve_config`).
+
+    In a torch.distributed process group (`lite_rec.distributed`) every rank calls this alike:
+    each trains on its part of every batch and validates its share of the users, and rank 0
+    alone logs, calls `on_epoch_end` and writes `out_dir`. The sampled loss's negatives are
+    drawn on each rank for its part of the batch, from a stream seeded by (seed, rank): every
+    row is still scored against `train.num_negatives` drawn items, as in one process, with no
+    collective per step (dropout masks differ by rank the same way)."""
     out_dir = Path(out_dir)
+    check_data_parallel(model_config, train_config, distributed.world_size())
     if train_config.threads > 0:
         torch.set_num_threads(train_config.threads)
     seed_everything(train_config.seed)
     model = RecommendationLLM(model_config, data.n_items, text_embeddings).to(train_config.device)
     _attach_item_llm(model, data, item_llm)
     set_sparse_id_gradients(model, train_config)
+    rank, ranks, main = distributed.rank(), distributed.world_size(), distributed.is_main()
+    if rank > 0:  # the same initial weights, then a stream of the rank's own
+        seed_everything(train_config.seed + rank)
     train_sequences, refit_sequences = data.train_sequences(), data.refit_sequences()
     max_len = model_config.max_len
     sampler = negative_sampler(train_config, data.n_items, train_sequences)
+    batch_size = train_config.eval_batch_size
+    # One process keeps `evaluate` itself: its means, not sums divided back.
+    validate = distributed.evaluate_across_ranks if ranks > 1 else evaluate
+    # Without bars (benchmarks, Dagster) the log still shows the run moving.
+    epoch_log = tqdm.write if progress else functools.partial(log.info, "%s: %s", out_dir.name)
     trainer = Trainer(
         model,
-        lambda epoch: epoch_batches(train_sequences, train_config, max_len, epoch),
+        lambda epoch: epoch_batches(train_sequences, train_config, max_len, epoch, rank, ranks),
         functools.partial(training_loss, config=train_config, sampler=sampler),
-        lambda m: evaluate(m, data, "valid", train_config.eval_batch_size),
+        lambda m: validate(m, data, "valid", batch_size),
         train_config,
-        refit_batches=lambda epoch: epoch_batches(refit_sequences, train_config, max_len, epoch),
+        refit_batches=lambda epoch: epoch_batches(
+            refit_sequences, train_config, max_len, epoch, rank, ranks
+        ),
         parameter_groups=parameter_groups(model, train_config),
         checkpoint=out_dir / CHECKPOINT_FILE,
         refresh=model.items.refresh,
-        # Without bars (benchmarks, Dagster) the log still shows the run moving.
-        log=tqdm.write if progress else functools.partial(log.info, "%s: %s", out_dir.name),
-        progress=progress,
-        on_epoch_end=on_epoch_end,
+        log=epoch_log if main else None,
+        progress=progress and main,
+        on_epoch_end=on_epoch_end if main else None,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     result = trainer.fit(resume)
     # Fine-tuned Item LLM layers are not saved: the text table they produced is, so the model
     # is what load_model gives.
     model.items.tower = None
-    save_model(model, out_dir, len(result.refit_history))
+    if main:
+        save_model(model, out_dir, len(result.refit_history))
     return result

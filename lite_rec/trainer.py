@@ -8,7 +8,12 @@ One rule for the rate and the stop: after each epoch, first the epoch counts as 
 (`TrainState.record_epoch`, which also decides to stop), then the rate decays if the epochs
 without a better score call for it, on the epoch that stops the run too: the rate follows the
 validation scores alone, whatever `train.patience` is, and a checkpoint holds the rate its next
-epoch would train at."""
+epoch would train at.
+
+Data-parallel (a torch.distributed process group, `lite_rec.distributed`), every rank runs
+this loop on its part of each batch, the loss through DistributedDataParallel; rank 0 alone
+logs and writes the checkpoint, which holds the plain module's weights (so one process resumes
+it, and the other way round) and every rank's RNG states."""
 
 from __future__ import annotations
 
@@ -23,8 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from lite_rec import distributed
 from lite_rec.config import TrainConfig, saved_section
 from lite_rec.model_io import (
     FORMAT_VERSION,
@@ -32,6 +39,7 @@ from lite_rec.model_io import (
     upgrade_model_section,
     upgrade_state_dict,
 )
+from lite_rec.sequences import LOSS_WEIGHT
 
 Batch = dict[str, torch.Tensor]
 SELECTION_METRIC = "ndcg@10"
@@ -46,6 +54,7 @@ RESUMABLE_CHANGES = {
     "eval_batch_size",
     "device",
     "refit_epochs",
+    "nproc",
 }
 
 
@@ -54,6 +63,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
+
+
+def rng_states() -> dict[str, Any]:
+    """The states of the generators `seed_everything` seeds."""
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
 
 
 def check_train_config(config: TrainConfig) -> None:
@@ -67,6 +91,8 @@ def check_train_config(config: TrainConfig) -> None:
         )
     if not 0.0 <= config.label_smoothing < 1.0:
         raise ValueError(f"train.label_smoothing must be in [0, 1), got {config.label_smoothing}")
+    if config.nproc < 1:
+        raise ValueError(f"train.nproc must be >= 1, got {config.nproc}")
     if config.max_steps < 0:
         raise ValueError(f"train.max_steps must be >= 0 (0: no limit), got {config.max_steps}")
     if config.min_delta < 0.0:
@@ -216,6 +242,18 @@ class TrainResult:
     refit_history: list[dict[str, Any]] = field(default_factory=list)
 
 
+class ModelLoss(nn.Module):
+    """`loss(model, batch)` as a module's forward, for DistributedDataParallel to wrap: it
+    averages the gradients of what its forward computed, and `model.loss` is not forward."""
+
+    def __init__(self, model: nn.Module, loss: Callable[[nn.Module, Batch], torch.Tensor]):
+        super().__init__()
+        self.model, self.loss = model, loss
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.loss(self.model, batch)
+
+
 @dataclass
 class Trainer:
     """Trains `model` on `epoch_batches(epoch)` (1-based; an epoch's batches depend on its
@@ -241,16 +279,32 @@ class Trainer:
     optimizer: torch.optim.Optimizer = field(init=False)
     scheduler: torch.optim.lr_scheduler.LambdaLR = field(init=False)
     started: float = field(init=False, default=0.0)  # when the current epoch began
+    # The loss through DistributedDataParallel when data-parallel; None in one process.
+    parallel_loss: nn.Module | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         check_train_config(self.config)
         groups = self.parameter_groups or [{"params": list(self.model.parameters())}]
         self.optimizer, self.scheduler = adamw_with_warmup(groups, self.config)
+        if distributed.world_size() > 1:
+            device = next(self.model.parameters()).device
+            # Buffers (the Item LLM table) are the same on every rank and never trained:
+            # syncing them before each step would only cost time. The graph is static: the
+            # same parameters take part in every step, and some never do (the backbone's
+            # unused token table), which DDP learns from the first step.
+            self.parallel_loss = DistributedDataParallel(
+                ModelLoss(self.model, self.loss),
+                device_ids=[device.index] if device.type == "cuda" else None,
+                forward_sync_buffers=False,
+                static_graph=True,
+            )
 
     def fit(self, resume: bool = False) -> TrainResult:
         """Train until early stopping or `train.epochs`, then the refit epochs; with `resume`
         and a checkpoint on disk, pick up where it ends."""
-        if resume and self.checkpoint is not None and self.checkpoint.exists():
+        # Rank 0 holds the checkpoint (other machines may not see its disk).
+        exists = self.checkpoint is not None and self.checkpoint.exists()
+        if resume and self.checkpoint is not None and distributed.broadcast_from_main(exists):
             state = self._restore()
         else:
             state = TrainState()
@@ -288,12 +342,20 @@ class Trainer:
         for batch in bar:
             if limit is not None and steps >= limit:
                 break
-            loss = self.loss(self.model, batch)
+            weight = batch.pop(LOSS_WEIGHT, None)  # data-parallel: this rank's share x ranks
+            if self.parallel_loss is not None:
+                loss = self.parallel_loss(batch)
+            else:
+                loss = self.loss(self.model, batch)
+            if weight is not None:
+                loss = loss * weight
             value = optimizer_step(self.model, self.optimizer, self.scheduler, loss, self.config)
             total, steps = total + value, steps + 1
             bar.set_postfix(loss=f"{value:.3f}", refresh=False)
         if self.refresh is not None:
             self.refresh()
+        # Data-parallel: the mean of the weighted part losses is the batches' mean loss.
+        total = distributed.sum_across_ranks([total])[0] / distributed.world_size()
         # The rate this epoch trained at after warmup; the seconds count the evaluation too.
         row = {"epoch": epoch, "loss": total / max(steps, 1), "lr": self.scheduler.base_lrs[0]}
         return row, steps
@@ -337,16 +399,17 @@ class Trainer:
             self._finish_epoch(state, row, line)
 
     def _save(self, state: TrainState) -> None:
-        """Everything the next epoch depends on, RNG states included, written atomically."""
+        """Everything the next epoch depends on, RNG states included (data-parallel: every
+        rank's), written atomically by rank 0."""
+        rngs = distributed.gather_to_all(rng_states())
+        if not distributed.is_main():
+            return
         checkpoint = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-            },
+            "rng": rngs[0],
+            "rank_rngs": rngs,  # [rng] in one process
             "state": {f.name: getattr(state, f.name) for f in dataclasses.fields(state)},
             "format_version": FORMAT_VERSION,  # of the state dicts' names (lite_rec.model_io)
             "model_config": dataclasses.asdict(self.model.config),
@@ -356,9 +419,12 @@ class Trainer:
 
     def _restore(self) -> TrainState:
         """Load what `_save` wrote into the model, optimizer, schedule and RNGs, refusing a
-        checkpoint written with another config (beyond RESUMABLE_CHANGES)."""
+        checkpoint written with another config (beyond RESUMABLE_CHANGES). Data-parallel,
+        rank 0 reads it and every rank gets its copy."""
         path = self.checkpoint
-        checkpoint = torch.load(path, weights_only=False, map_location="cpu")
+        main = distributed.is_main()
+        checkpoint = torch.load(path, weights_only=False, map_location="cpu") if main else None
+        checkpoint = distributed.broadcast_from_main(checkpoint)
         version = checkpoint.get("format_version", 1)
         # A key the checkpoint lacks is newer than the run: it behaved as before the key.
         saved = {
@@ -385,7 +451,13 @@ class Trainer:
         self.model.load_state_dict(upgrade_state_dict(checkpoint["model"], version))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        np.random.set_state(checkpoint["rng"]["numpy"])
-        random.setstate(checkpoint["rng"]["python"])
+        # Each rank resumes its own generators when the checkpoint has one per rank; a rank
+        # the writing run did not have starts a stream of its own, as a fresh start does.
+        rngs = checkpoint.get("rank_rngs") or [checkpoint["rng"]]
+        if len(rngs) == distributed.world_size():
+            set_rng_states(rngs[distributed.rank()])
+        elif main:
+            set_rng_states(rngs[0])
+        else:
+            seed_everything(self.config.seed + distributed.rank())
         return state
