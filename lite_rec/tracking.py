@@ -60,12 +60,15 @@ REOPENED_TAG = "lite_rec.reopened_finished_run"
 REOPENED_OUTCOME_TAG = "lite_rec.reopened_outcome"
 # psutil derives a start time from boot time and clock ticks: it can move by a tick or so.
 START_TIME_TOLERANCE_SECONDS = 1.0
-# What MLflow's UI reads from the experiment: its kind (model training, not GenAI), its
-# description, and a saved runs-table view (the columns a person sees first).
+# What MLflow's UI reads from the experiment: its kind (model training, not GenAI, so that the
+# UI does not ask a person to choose; the page's view it takes from the browser, see
+# `experiment_url`), its description, and a saved runs-table view (the columns a person sees
+# first), listed by its name under the runs table's "Views".
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 NOTE_TAG = "mlflow.note.content"
 RUNS_VIEW = "lite_rec_runs"
+RUNS_VIEW_NAME = "lite-rec runs"
 RUNS_VIEW_TAG = f"mlflow.sharedViewState.{RUNS_VIEW}"
 RUNS_VIEW_METRICS = (
     "valid_ndcg_at_10",
@@ -213,6 +216,30 @@ def _set_experiment_tag(client, experiment_id: str, key: str, value: str, keep: 
             client.set_experiment_tag(experiment_id, key, value)
 
 
+def _runs_view_tag(current: str | None) -> str | None:
+    """The runs-view tag to write, or None when `current` already holds lite-rec's view: a
+    saved view as MLflow's "Views" list reads it (name, state, and its creation and update
+    times in milliseconds), keeping the creation time of the view it replaces."""
+    try:
+        saved = json.loads(current or "")
+    except json.JSONDecodeError:
+        saved = None
+    if not isinstance(saved, dict):
+        saved = {}
+    if saved.get("name") == RUNS_VIEW_NAME and saved.get("state") == RUNS_VIEW_STATE:
+        return None
+    now = int(datetime.now().timestamp() * 1000)
+    created = saved.get("createdAt")
+    return json.dumps(
+        {
+            "name": RUNS_VIEW_NAME,
+            "createdAt": created if isinstance(created, int) else now,
+            "updatedAt": now,
+            "state": RUNS_VIEW_STATE,
+        }
+    )
+
+
 @dataclass
 class Tracking:
     """Where runs go. `uri` accepts any MLflow tracking URI but a plain path."""
@@ -256,10 +283,9 @@ class Tracking:
         for key, value in wanted.items():
             if key not in experiment.tags:
                 _set_experiment_tag(client, experiment.experiment_id, key, value, keep=True)
-        if experiment.tags.get(RUNS_VIEW_TAG) != RUNS_VIEW_STATE:
-            _set_experiment_tag(
-                client, experiment.experiment_id, RUNS_VIEW_TAG, RUNS_VIEW_STATE, keep=False
-            )
+        view = _runs_view_tag(experiment.tags.get(RUNS_VIEW_TAG))
+        if view is not None:
+            _set_experiment_tag(client, experiment.experiment_id, RUNS_VIEW_TAG, view, keep=False)
 
     @contextmanager
     def run(
@@ -334,9 +360,11 @@ class Tracking:
 
 
 def experiment_url(ui_url: str, experiment_id: str) -> str:
-    """The MLflow UI page of the experiment's runs in its model-training view (MLflow 3's UI
-    opens in its GenAI view unless the link asks otherwise), with lite-rec's metric and param
-    columns shown."""
+    """The MLflow UI page of the experiment's runs in its model-training view, with lite-rec's
+    metric and param columns shown. MLflow 3.17.2's UI takes its view (GenAI or model
+    training) from the link's `workflowType`, else from the choice last made in the browser's
+    sidebar, GenAI in a new browser; it ignores the experiment's kind tag. A link without
+    `viewStateShareKey` opens MLflow's default columns, none of them a metric."""
     query = f"workflowType=machine_learning&viewStateShareKey={RUNS_VIEW}"
     return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 

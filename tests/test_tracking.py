@@ -257,13 +257,32 @@ def test_the_experiment_is_model_training_with_a_description_and_a_runs_view(
     experiment = client.get_experiment_by_name(tracking.experiment)
     assert experiment.tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
     assert "one run per training" in experiment.tags["mlflow.note.content"]
-    view = json.loads(experiment.tags[RUNS_VIEW_TAG])
+    saved = json.loads(experiment.tags[RUNS_VIEW_TAG])  # as MLflow's "Views" list reads it
+    assert saved["name"] == "lite-rec runs"
+    assert isinstance(saved["createdAt"], int) and saved["updatedAt"] == saved["createdAt"]
+    view = json.loads(saved["state"])
     assert "metrics.`valid_ndcg_at_10`" in view["selectedColumns"]
     assert "params.`model.item_repr`" in view["selectedColumns"]
-    # What a person wrote stays; the view is lite-rec's own and is kept current.
+    assert view["orderByKey"] == "metrics.`valid_ndcg_at_10`" and view["orderByAsc"] is False
+    # A current view is left as it is: its times do not move.
+    tracking.activate()
+    assert (
+        client.get_experiment(experiment.experiment_id).tags[RUNS_VIEW_TAG]
+        == (experiment.tags[RUNS_VIEW_TAG])
+    )
+    # What a person wrote stays; the view is lite-rec's own and is kept current, created when
+    # the view it replaces was.
     client.set_experiment_tag(experiment.experiment_id, "mlflow.note.content", "mine")
-    client.set_experiment_tag(experiment.experiment_id, RUNS_VIEW_TAG, "{}")
+    stale = {"name": "old", "createdAt": 123, "updatedAt": 456, "state": "{}"}
+    client.set_experiment_tag(experiment.experiment_id, RUNS_VIEW_TAG, json.dumps(stale))
     tracking.activate()
     tags = client.get_experiment(experiment.experiment_id).tags
     assert tags["mlflow.note.content"] == "mine"
-    assert json.loads(tags[RUNS_VIEW_TAG]) == view
+    rewritten = json.loads(tags[RUNS_VIEW_TAG])
+    assert (rewritten["name"], rewritten["createdAt"]) == ("lite-rec runs", 123)
+    assert rewritten["updatedAt"] > 456 and json.loads(rewritten["state"]) == view
+    # A view in the form MLflow wrote before it named views (the bare state) is replaced.
+    client.set_experiment_tag(experiment.experiment_id, RUNS_VIEW_TAG, json.dumps(view))
+    tracking.activate()
+    rewritten = json.loads(client.get_experiment(experiment.experiment_id).tags[RUNS_VIEW_TAG])
+    assert rewritten["name"] == "lite-rec runs" and json.loads(rewritten["state"]) == view

@@ -5,16 +5,18 @@ It starts `dagster dev` (as `make dev`) and `mlflow server` on free ports of 127
 its own process group, on a temporary DAGSTER_HOME and MLflow sqlite store, runs `main_job` into
 them as `make run` does (`python -m orchestration.launch`, 2 epochs by default), and opens the asset
 graph, the timeline, main_job's runs, `rec_model`, `evaluation`, `registered_model`, two asset
-checks, the automation page, and MLflow's experiment, run, registered model and model version.
-Each page must show, as text, what the stores hold: the validation and test metrics rounded to
-4 digits, the MLflow links, the champion's URI and alias, the gate's decision, the Dagster run
-id on the MLflow run. A screenshot of each page goes to DIR. Every server is stopped by PID,
-whatever happens; the exit code is 1 when a page misses a text, and the report names the page
-and the text."""
+checks, the automation page, and MLflow's experiment, run, registered model and model version;
+then, once the browser has chosen MLflow's model-training view, the experiment's plain page, as
+MLflow's experiment list links it. Each page must show, as text, what the stores hold: the
+validation and test metrics rounded to 4 digits, the MLflow links, the champion's URI and alias,
+the gate's decision, the Dagster run id on the MLflow run, the run on the plain page. A
+screenshot of each page goes to DIR. Every server is stopped by PID, whatever happens; the exit
+code is 1 when a page misses a text, and the report names the page and the text."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -45,6 +47,8 @@ ENVIRONMENT = {  # as the Makefile exports it
     "DVC_NO_ANALYTICS": "1",
     "GX_ANALYTICS_ENABLED": "false",
 }
+# Where MLflow's sidebar switch keeps the browser's view (GenAI or model training), as JSON.
+WORKFLOW_TYPE_KEY = "mlflow.workflowType_v1"
 QUERY = """{
   repositoriesOrError { ... on RepositoryConnection { nodes {
     location { name } assetGroups { groupName } } } }
@@ -134,6 +138,25 @@ def pages(facts: Facts, dagster: str, mlflow_ui: str) -> list[Page]:
     ]
 
 
+def landing_page(facts: Facts, mlflow_ui: str) -> Page:
+    """The experiment's page as MLflow's experiment list links it, no view in the link: MLflow
+    3.17.2 opens the runs table with its own default columns (no metric among them), and
+    lite-rec's columns under "Views"."""
+    plain = f"{mlflow_ui}/#/experiments/{facts.experiment_id}"
+    return Page("mlflow-experiment-landing", plain, [facts.run_name, "Views"], focus=facts.run_name)
+
+
+def choose_model_training(driver, mlflow_ui: str) -> None:
+    """Store MLflow's model-training view as the browser's choice, as its sidebar switch does:
+    MLflow 3.17.2 opens a link without `workflowType` in the view stored there (GenAI in a new
+    browser), whatever the experiment's kind. The page is left, so that the next one loads the
+    UI afresh and reads the choice."""
+    driver.get(mlflow_ui)
+    script = "localStorage.setItem(arguments[0], arguments[1])"
+    driver.execute_script(script, WORKFLOW_TYPE_KEY, json.dumps("machine_learning"))
+    driver.get("about:blank")
+
+
 def graphql(dagster: str, query: str) -> dict:
     response = requests.post(f"{dagster}/graphql", json={"query": query}, timeout=60)
     response.raise_for_status()
@@ -221,6 +244,9 @@ def check(
         for page in pages(facts, dagster.url, ui.url):
             visits.append(visit(driver, page, out_dir, page_seconds))
             print(report_line(visits[-1]), flush=True)
+        choose_model_training(driver, ui.url)
+        visits.append(visit(driver, landing_page(facts, ui.url), out_dir, page_seconds))
+        print(report_line(visits[-1]), flush=True)
         return visits
     finally:
         if driver is not None:
