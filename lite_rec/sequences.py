@@ -16,13 +16,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 
 from lite_rec.config import TrainConfig
 from lite_rec.split import SPLITS
+
+if TYPE_CHECKING:  # imported where the tables are read: serving needs no pandas
+    import pandas as pd
 
 ITEMS_FILE = "items.parquet"
 INTERACTIONS_FILE = "interactions.parquet"
@@ -80,6 +83,8 @@ class SequenceData:
 
 def _check_splits(users: np.ndarray, splits: np.ndarray, source: str) -> None:
     """Refuse, naming the row and the user, a user whose rows are not train..., valid, test."""
+    import pandas as pd
+
     rows = pd.Series(splits).groupby(users, sort=False)
     before = rows.shift(1).fillna("train").to_numpy(dtype=object)  # a first row: as after train
     last = rows.cumcount(ascending=False).to_numpy() == 0
@@ -107,6 +112,8 @@ def sequences_from_frames(
 ) -> SequenceData:
     """Build `SequenceData` from the processed tables (interactions in time order, with the
     `split` column); `source` names the table in errors."""
+    import pandas as pd
+
     if "split" not in interactions.columns:
         raise ValueError(
             f"{source}: no `split` column: expected one of {SPLITS} per row "
@@ -139,6 +146,8 @@ def sequences_from_frames(
 
 def load_sequences(data_dir: str | Path) -> SequenceData:
     """Read the tables `lite-rec prepare` wrote into `data_dir`."""
+    import pandas as pd
+
     data_dir = Path(data_dir)
     items = pd.read_parquet(data_dir / ITEMS_FILE)
     path = data_dir / INTERACTIONS_FILE

@@ -4,8 +4,12 @@ decided: it is written as the `split` column, which `lite_rec.sequences` reads (
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # imported by the functions: `SPLITS` alone needs no pandas
+    import pandas as pd
 
 MIN_INTERACTIONS = 3  # one train item, one validation target, one test target
 SPLITS = ("train", "valid", "test")  # the `split` column's values, in each user's row order
@@ -15,6 +19,8 @@ def chronological(interactions: pd.DataFrame) -> pd.DataFrame:
     """Group rows by user (first-appearance order) and order each user's rows by time.
 
     Ties in time keep the source order: sorting them by item id would leak the answer."""
+    import pandas as pd
+
     source_order = np.arange(len(interactions))
     user_order = pd.factorize(interactions["user_id"])[0]
     order = np.lexsort((source_order, interactions["timestamp"].to_numpy(), user_order))
@@ -24,6 +30,8 @@ def chronological(interactions: pd.DataFrame) -> pd.DataFrame:
 def leave_one_out_split(interactions: pd.DataFrame) -> pd.DataFrame:
     """`interactions` in chronological order per user with a `split` column
     (`train`/`valid`/`test`); users with fewer than 3 interactions are dropped."""
+    import pandas as pd
+
     ordered = chronological(interactions)
     counts = ordered.groupby("user_id", sort=False)["user_id"].transform("size")
     ordered = ordered[counts >= MIN_INTERACTIONS]

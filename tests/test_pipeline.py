@@ -261,9 +261,9 @@ def test_an_indexed_folder_registers_the_model_that_answers_through_its_index(
     assert f"is not in the tracking store at {other}" in capsys.readouterr().err
 
 
-def test_recommend_from_a_folder_imports_no_mlflow(trained: dict) -> None:
-    """One answer from a model folder pays neither for MLflow nor for torch.compile's exit
-    report."""
+def test_recommend_from_a_folder_imports_neither_mlflow_nor_pandas(trained: dict) -> None:
+    """One answer from a model folder pays for torch and the model only: not for MLflow,
+    pandas or torch.compile's exit report."""
     script = (
         "from lite_rec.cli import main; "
         f"main(['recommend', {str(trained['model'])!r}, '--history', '1,2', '--k', '2'])"
@@ -273,4 +273,4 @@ def test_recommend_from_a_folder_imports_no_mlflow(trained: dict) -> None:
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
-    assert "torch" in imported and not imported & {"mlflow", "tabulate"}
+    assert "torch" in imported and not imported & {"mlflow", "pandas", "tabulate"}
