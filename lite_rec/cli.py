@@ -371,6 +371,27 @@ def _bench_step_cost(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_scale(args: argparse.Namespace) -> int:
+    from lite_rec.bench.scale import ScaleSettings, run_scale, scale_markdown
+
+    settings = ScaleSettings(
+        train_steps=args.train_steps,
+        full_steps=args.full_steps,
+        embed_sample=args.embed_sample,
+        eval_users=args.eval_users,
+        ann_users=args.ann_users,
+        ann_kind=args.ann_kind,
+        seed=args.seed,
+        changes=args.set,
+    )
+    sizes = [int(size) for size in _names(args.sizes)]
+    results = run_scale(
+        sizes, args.out, args.work, settings, _names(args.stages), args.params, args.command_line
+    )
+    print(scale_markdown(results))
+    return 0
+
+
 def _bench_ranking(args: argparse.Namespace) -> int:
     from lite_rec.bench.ranking_speed import ranking_speed_markdown, run_ranking_speed
 
@@ -556,6 +577,39 @@ def _add_bench_tools(tools) -> None:
     cost.add_argument("--out", type=Path, default=Path("bench/results/step_cost"))
     _add_config_options(cost)
     cost.set_defaults(bench_tool=_bench_step_cost)
+
+    scale = tools.add_parser(
+        "scale",
+        help="each stage's seconds, throughput and peak RSS on synthetic catalogs of growing size",
+        description="For each catalog size (synthetic: 2 users and 20 interactions per item), "
+        "each in a fresh process: prepare (duckdb; pandas up to 100,000 items), MiniLM item "
+        "embedding, training steps of the sampled loss (and of the full loss up to 100,000 "
+        "items), exact top-10 ranking, the ANN index, and test NDCG@10 / HR@10 against "
+        "popularity. Writes results.json, results.md and scale.png to --out; rows of sizes "
+        "and stages not rerun are kept.",
+    )
+    scale.add_argument("--sizes", default="10000,100000,1000000", help="catalog sizes")
+    scale.add_argument(
+        "--stages",
+        default="prepare,embed,train,evaluate,ann",
+        help="the stages to (re)run (default: all of prepare,embed,train,evaluate,ann)",
+    )
+    scale.add_argument(
+        "--work", type=Path, default=Path("/tmp/lite-rec-scale"), help="data and models"
+    )
+    scale.add_argument("--out", type=Path, default=Path("bench/results/scale"))
+    scale.add_argument("--train-steps", type=int, default=1000, help="sampled-loss steps (1000)")
+    scale.add_argument("--full-steps", type=int, default=20, help="full-loss steps at most (20)")
+    scale.add_argument("--embed-sample", type=int, default=20_000, help="items embedded (20000)")
+    scale.add_argument("--eval-users", type=int, default=4_000, help="test users ranked (4000)")
+    scale.add_argument("--ann-users", type=int, default=1_000, help="users of the ANN recall")
+    scale.add_argument("--ann-kind", choices=["hnsw", "ivf"], default="hnsw")
+    scale.add_argument("--seed", type=int, default=0, help="of the data and user samples")
+    scale.add_argument("--params", type=Path, default=None, help="params file (params.yaml)")
+    scale.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="model setting"
+    )
+    scale.set_defaults(bench_tool=_bench_scale)
 
     ranking = tools.add_parser(
         "ranking",

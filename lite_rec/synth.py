@@ -26,6 +26,12 @@ from lite_rec.outputs import staged_output
 RATINGS_FILE = "ratings.csv"
 MOVIES_FILE = "movies.csv"
 PARAMETERS_FILE = "synthetic.json"
+# Every timestamp lies before END_TIME (2023-11-14 22:13:20 UTC) and after
+# END_TIME - YEAR_SECONDS - MAX_SPAN_SECONDS (2002).
+END_TIME = 1_700_000_000
+YEAR_SECONDS = 365 * 86_400
+MAX_SPAN_SECONDS = 20 * YEAR_SECONDS  # the longest a history lasts
+MIN_GAP_SECONDS, MAX_GAP_SECONDS = 60, 7 * 86_400  # between two interactions of a user
 SYLLABLES = (
     "ka ro mi tu ve lo sa ni pe da zo ri fa lu te bo na si ko mu ga re vi to ha li ze po du ne"
 ).split()
@@ -178,11 +184,16 @@ def user_block(
         if step > 0:
             current[active] = _next_clusters(catalog, current[active], rng, config)
         items[offsets[active] + step] = _pick_items(catalog, current[active], rng)
-    # Timestamps: a start per user plus gaps of a minute to a week, increasing per user.
-    elapsed = np.cumsum(rng.integers(60, 7 * 86_400, size=total))  # over the whole block
+    # Timestamps: gaps of a minute to a week (shorter where a history is too long to fit in
+    # MAX_SPAN_SECONDS so), each user's last one within a year before END_TIME. Counted back
+    # from a fixed end, never from the clock: always in the past and the same for a seed.
+    longest_gap = np.clip(MAX_SPAN_SECONDS // lengths, MIN_GAP_SECONDS + 1, MAX_GAP_SECONDS)
+    gaps = rng.integers(MIN_GAP_SECONDS, np.repeat(longest_gap, lengths))  # (total,)
+    elapsed = np.cumsum(gaps)  # over the whole block
     before = np.r_[0, elapsed][offsets]  # (users,) what elapsed before each user's first row
-    starts = rng.integers(1_500_000_000, 1_600_000_000, size=users)
-    times = elapsed + np.repeat(starts - before, lengths)
+    span = elapsed[offsets + lengths - 1] - before  # (users,) first gap to last row
+    ends = END_TIME - rng.integers(0, YEAR_SECONDS, size=users)  # (users,) each last row
+    times = elapsed + np.repeat(ends - span - before, lengths)
     return pd.DataFrame(
         {
             "userId": np.repeat(np.arange(first_user, first_user + users) + 1, lengths),

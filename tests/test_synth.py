@@ -2,6 +2,7 @@
 structure: the next item follows from the last one better than from popularity alone."""
 
 import hashlib
+import time
 from collections import Counter
 
 import numpy as np
@@ -11,7 +12,17 @@ import pytest
 from lite_rec.cli import main
 from lite_rec.prepare import prepare
 from lite_rec.sequences import load_sequences
-from lite_rec.synth import MOVIES_FILE, RATINGS_FILE, SynthConfig, pseudo_words, write_synthetic
+from lite_rec.synth import (
+    END_TIME,
+    MAX_SPAN_SECONDS,
+    MIN_GAP_SECONDS,
+    MOVIES_FILE,
+    RATINGS_FILE,
+    YEAR_SECONDS,
+    SynthConfig,
+    pseudo_words,
+    write_synthetic,
+)
 
 
 def digest(path):
@@ -112,3 +123,17 @@ def test_a_million_item_catalog_has_enough_distinct_words():
     """10,000 clusters need 40,000 words: more than two- and three-syllable words allow."""
     words = pseudo_words(np.random.default_rng(0), 40_050)
     assert len(set(words)) == 40_050 and min(map(len, words)) >= 4
+
+
+def test_timestamps_lie_in_the_past_however_long_the_histories(tmp_path):
+    """Long histories (10,000 interactions a user on average; gaps of up to a week would span
+    96 years) still end before END_TIME, start after 2002 and increase per user."""
+    write_synthetic(
+        SynthConfig(users=20, items=100, interactions=200_000, seed=4), tmp_path / "l", False
+    )
+    ratings = pd.read_csv(tmp_path / "l" / RATINGS_FILE)
+    assert ratings.timestamp.max() <= END_TIME < time.time()
+    assert ratings.timestamp.min() > END_TIME - YEAR_SECONDS - MAX_SPAN_SECONDS
+    assert (ratings.groupby("userId").timestamp.diff().dropna() >= MIN_GAP_SECONDS).all()
+    last = ratings.groupby("userId").timestamp.max()
+    assert (last > END_TIME - YEAR_SECONDS).all()  # each user's last row within the last year
