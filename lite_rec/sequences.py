@@ -81,29 +81,92 @@ class SequenceData:
         )
 
 
-def _check_splits(users: np.ndarray, splits: np.ndarray, source: str) -> None:
-    """Refuse, naming the row and the user, a user whose rows are not train..., valid, test."""
-    import pandas as pd
-
-    rows = pd.Series(splits).groupby(users, sort=False)
-    before = rows.shift(1).fillna("train").to_numpy(dtype=object)  # a first row: as after train
-    last = rows.cumcount(ascending=False).to_numpy() == 0
+def _check_splits(
+    user_codes: np.ndarray, splits: np.ndarray, user_ids: np.ndarray, source: str
+) -> None:
+    """Refuse, naming the row and the user, a user whose rows are not train..., valid, test.
+    `user_codes` (n,) index `user_ids`; `splits` (n,) index SPLITS, -1 for another value."""
+    train, valid, test = range(len(SPLITS))
+    order = np.argsort(user_codes, kind="stable")  # each user's rows together, in row order
+    same_user = np.diff(user_codes[order]) == 0  # (n - 1,) row i + 1 continues row i's user
+    before = np.full(len(order), train, dtype=np.int64)  # a first row: as after train
+    before[order[1:][same_user]] = splits[order[:-1][same_user]]
+    last = np.ones(len(order), dtype=bool)
+    last[order[:-1][same_user]] = False
     follows = np.where(
-        before == "train",
-        np.isin(splits, ["train", "valid"]),
-        (before == "valid") & (splits == "test"),
+        before == train,
+        (splits == train) | (splits == valid),
+        (before == valid) & (splits == test),
     )
-    wrong = np.flatnonzero(~follows | (last & (splits != "test")))
+    wrong = np.flatnonzero(~follows | (last & (splits != test)))
     if len(wrong):
         row = int(wrong[0])
-        expected = {"train": "'train' or 'valid'", "valid": "'test'"}.get(
-            before[row], "no row after the user's test row"
+        expected = {train: "'train' or 'valid'", valid: "'test'"}.get(
+            int(before[row]), "no row after the user's test row"
         )
         if follows[row]:  # the user's last row, and not its test row
             expected = "'test' (the user's last row)"
+        raise SplitOrderError(row, str(user_ids[user_codes[row]]), expected, source)
+
+
+class SplitOrderError(ValueError):
+    """A row whose split breaks its user's train..., valid, test order; the caller, which holds
+    the row's value, completes the message (`message`)."""
+
+    def __init__(self, row: int, user: str, expected: str, source: str):
+        super().__init__(f"{source}: row {row}")
+        self.row, self.user, self.expected, self.source = row, user, expected, source
+
+    def message(self, value: str) -> str:
+        return (
+            f"{self.source}: row {self.row} (user {self.user!r}): split {value!r}, expected "
+            f"{self.expected}: each user's rows must be train..., valid, test, in that order"
+        )
+
+
+def _split_indices(names: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """(n,) indices into SPLITS of rows whose split is `names[codes]`; -1 for other values."""
+    known = np.array([SPLITS.index(v) if v in SPLITS else -1 for v in names], dtype=np.int64)
+    return known[codes] if len(codes) else np.zeros(0, dtype=np.int64)
+
+
+def sequences_from_codes(
+    items: pd.DataFrame,
+    item_index: np.ndarray,
+    user_codes: np.ndarray,
+    user_ids: np.ndarray,
+    split_codes: np.ndarray,
+    source: str,
+) -> SequenceData:
+    """`SequenceData` from the interaction rows as codes: `item_index` (n,) rows of `items`,
+    `user_codes` (n,) indices into `user_ids` in first-appearance order, `split_codes` (n,)
+    indices into SPLITS (-1: another value). Raises SplitOrderError for a misordered user."""
+    _check_splits(user_codes, split_codes, user_ids, source)
+    # Users keep their first-appearance order; rows of one user keep their order.
+    order = np.argsort(user_codes, kind="stable")
+    boundaries = np.flatnonzero(np.diff(user_codes[order])) + 1
+    sequences = np.split(item_index[order].astype(np.int64), boundaries) if len(order) else []
+    train_lengths = np.bincount(user_codes[split_codes == 0], minlength=len(user_ids))
+    return SequenceData(
+        item_ids=items["item_id"].to_numpy(dtype=object),
+        user_ids=np.asarray(user_ids, dtype=object),
+        sequences=sequences,
+        items=items.reset_index(drop=True),
+        train_lengths=train_lengths.astype(np.int64),
+    )
+
+
+def _missing_item(item_index: np.ndarray, item_of_row, source: str) -> None:
+    if (item_index < 0).any():
+        row = int(np.flatnonzero(item_index < 0)[0])
+        raise ValueError(f"{source}: row {row}: item {item_of_row(row)!r} is not in the item table")
+
+
+def _check_split_column(columns, source: str) -> None:
+    if "split" not in columns:
         raise ValueError(
-            f"{source}: row {row} (user {users[row]!r}): split {splits[row]!r}, expected "
-            f"{expected}: each user's rows must be train..., valid, test, in that order"
+            f"{source}: no `split` column: expected one of {SPLITS} per row "
+            "(written by lite_rec.split.leave_one_out_split)"
         )
 
 
@@ -114,45 +177,55 @@ def sequences_from_frames(
     `split` column); `source` names the table in errors."""
     import pandas as pd
 
-    if "split" not in interactions.columns:
-        raise ValueError(
-            f"{source}: no `split` column: expected one of {SPLITS} per row "
-            "(written by lite_rec.split.leave_one_out_split)"
-        )
-    item_ids = items["item_id"].to_numpy(dtype=object)
-    index_of = pd.Index(item_ids)
+    _check_split_column(interactions.columns, source)
+    index_of = pd.Index(items["item_id"].to_numpy(dtype=object))
     item_index = index_of.get_indexer(interactions["item_id"])
-    if (item_index < 0).any():
-        row = int(np.flatnonzero(item_index < 0)[0])
-        missing = interactions["item_id"].iloc[row]
-        raise ValueError(f"{source}: row {row}: item {missing!r} is not in the item table")
-    users = interactions["user_id"].to_numpy(dtype=object)
-    splits = interactions["split"].astype(str).to_numpy(dtype=object)
-    _check_splits(users, splits, source)
-    # Users keep their first-appearance order; rows of one user keep their order.
-    user_codes, user_ids = pd.factorize(users)
-    order = np.argsort(user_codes, kind="stable")
-    boundaries = np.flatnonzero(np.diff(user_codes[order])) + 1
-    sequences = np.split(item_index[order].astype(np.int64), boundaries) if len(users) else []
-    train_lengths = np.bincount(user_codes[splits == "train"], minlength=len(user_ids))
-    return SequenceData(
-        item_ids=item_ids,
-        user_ids=np.asarray(user_ids, dtype=object),
-        sequences=sequences,
-        items=items.reset_index(drop=True),
-        train_lengths=train_lengths.astype(np.int64),
-    )
+    _missing_item(item_index, lambda row: interactions["item_id"].iloc[row], source)
+    user_codes, user_ids = pd.factorize(interactions["user_id"].to_numpy(dtype=object))
+    codes, names = pd.factorize(interactions["split"].astype(str).to_numpy())
+    names = np.asarray(names, dtype=object)
+    try:
+        splits = _split_indices(names, codes)
+        return sequences_from_codes(items, item_index, user_codes, user_ids, splits, source)
+    except SplitOrderError as error:
+        raise ValueError(error.message(str(names[codes[error.row]]))) from None
 
 
 def load_sequences(data_dir: str | Path) -> SequenceData:
-    """Read the tables `lite-rec prepare` wrote into `data_dir`."""
+    """Read the tables `lite-rec prepare` wrote into `data_dir`. The id and split columns are
+    read as Arrow dictionaries (codes in first-appearance order), so no Python object exists
+    per interaction: 20M rows need a fraction of the memory that string columns took."""
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
     data_dir = Path(data_dir)
     items = pd.read_parquet(data_dir / ITEMS_FILE)
     path = data_dir / INTERACTIONS_FILE
-    interactions = pd.read_parquet(path, columns=["user_id", "item_id", "split"])
-    return sequences_from_frames(items, interactions, str(path))
+    table = pq.read_table(path)
+    _check_split_column(table.column_names, str(path))
+
+    def codes(name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(n,) int64 codes in first-appearance order, (distinct,) the values as str"""
+        column = table.column(name).combine_chunks()
+        if pa.types.is_dictionary(column.type):  # a categorical: its codes follow categories
+            column = column.dictionary_decode()
+        encoded = pc.dictionary_encode(column.cast(pa.string()))
+        names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+        return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), names
+
+    item_codes, item_values = codes("item_id")
+    item_index = pd.Index(items["item_id"].to_numpy(dtype=object)).get_indexer(item_values)
+    item_index = item_index[item_codes] if len(item_codes) else item_codes
+    _missing_item(item_index, lambda row: item_values[item_codes[row]], str(path))
+    user_codes, user_ids = codes("user_id")
+    split_codes, names = codes("split")
+    try:
+        splits = _split_indices(names, split_codes)
+        return sequences_from_codes(items, item_index, user_codes, user_ids, splits, str(path))
+    except SplitOrderError as error:
+        raise ValueError(error.message(str(names[split_codes[error.row]]))) from None
 
 
 def window_dtype(sequences: list[np.ndarray]) -> type:

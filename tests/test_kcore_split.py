@@ -1,8 +1,10 @@
 """Property tests for the 5-core filter and the leave-one-out split, and the split as
 `SequenceData` reads it."""
 
+import re
 from collections import Counter
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -186,9 +188,49 @@ def two_users(splits: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
         ),
     ],
 )
-def test_a_split_that_is_not_train_then_valid_then_test_is_refused(splits, message) -> None:
+def test_a_split_that_is_not_train_then_valid_then_test_is_refused(
+    splits, message, tmp_path
+) -> None:
     with pytest.raises(ValueError, match=rf"^interactions: {message}: each user's rows must be"):
         sequences_from_frames(*two_users(splits))
+    items, interactions = two_users(splits)  # the same from the files, read as dictionaries
+    items.to_parquet(tmp_path / ITEMS_FILE)
+    interactions.to_parquet(tmp_path / INTERACTIONS_FILE)
+    path = re.escape(str(tmp_path / INTERACTIONS_FILE))
+    with pytest.raises(ValueError, match=rf"^{path}: {message}: each user's rows must be"):
+        load_sequences(tmp_path)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_files_read_back_as_the_tables_they_hold(seed, tmp_path) -> None:
+    """load_sequences (Arrow dictionary codes) equals sequences_from_frames (pandas) on
+    interleaved users with ids in no sorted order, a categorical split column and a catalog
+    larger than what the interactions use."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items = int(rng.integers(1, 60)), int(rng.integers(3, 40))
+    items = pd.DataFrame({"item_id": [f"i{j * 7919 % 1000}" for j in range(n_items)]})
+    lengths = rng.integers(3, 12, n_users)
+    names = np.array([f"u{rng.integers(10**6)}-{u}" for u in range(n_users)], dtype=object)
+    owner = rng.permutation(np.repeat(np.arange(n_users), lengths))  # users interleaved
+    position = pd.Series(owner).groupby(owner).cumcount().to_numpy()  # k-th row of its user
+    last = lengths[owner] - 1
+    splits = np.where(position == last, "test", np.where(position == last - 1, "valid", "train"))
+    interactions = pd.DataFrame(
+        {
+            "user_id": names[owner],
+            "item_id": items["item_id"].to_numpy()[rng.integers(0, n_items, len(owner))],
+            "split": pd.Categorical(splits, categories=["valid", "test", "train"]),
+        }
+    )
+    items.to_parquet(tmp_path / ITEMS_FILE)
+    interactions.to_parquet(tmp_path / INTERACTIONS_FILE)
+    read, held = load_sequences(tmp_path), sequences_from_frames(items, interactions)
+    assert list(read.user_ids) == list(held.user_ids) == list(dict.fromkeys(names[owner]))
+    assert list(read.item_ids) == list(held.item_ids)
+    assert len(read.sequences) == len(held.sequences) == n_users
+    assert all(np.array_equal(a, b) for a, b in zip(read.sequences, held.sequences, strict=True))
+    assert read.sequences[0].dtype == np.int64
+    assert np.array_equal(read.train_lengths, held.train_lengths)
 
 
 def test_interactions_without_a_split_column_are_refused(tmp_path) -> None:
