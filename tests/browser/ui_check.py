@@ -6,8 +6,9 @@ its own process group, on a temporary DAGSTER_HOME and MLflow sqlite store, runs
 them as `make run` does (`python -m orchestration.launch`, 2 epochs by default), and opens the asset
 graph, the timeline, main_job's runs, `rec_model`, `evaluation`, `registered_model`, two asset
 checks, the automation page, and MLflow's experiment, run, registered model and model version;
-then, once the browser has chosen MLflow's model-training view, the experiment's plain page, as
-MLflow's experiment list links it. Each page must show, as text, what the stores hold: the
+then, in a browser that holds no choice of MLflow's view (as a new one), the experiment's plain
+page, as MLflow's experiment list links it (`mlflow server --app-name lite-rec` opens it in the
+model-training view). Each page must show, as text, what the stores hold: the
 validation and test metrics rounded to 4 digits, the MLflow links, the champion's URI and alias,
 the gate's decision, the Dagster run id on the MLflow run, the run on the plain page. A
 screenshot of each page goes to DIR. Every server is stopped by PID, whatever happens; the exit
@@ -16,7 +17,6 @@ code is 1 when a page misses a text, and the report names the page and the text.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -139,21 +139,20 @@ def pages(facts: Facts, dagster: str, mlflow_ui: str) -> list[Page]:
 
 
 def landing_page(facts: Facts, mlflow_ui: str) -> Page:
-    """The experiment's page as MLflow's experiment list links it, no view in the link: MLflow
-    3.17.2 opens the runs table with its own default columns (no metric among them), and
-    lite-rec's columns under "Views"."""
+    """The experiment's page as MLflow's experiment list links it, no view in the link: the
+    runs table (`lite_rec.mlflow_server` stores the model-training view where the browser has
+    none; MLflow alone opens GenAI's overview), with MLflow's default columns (no metric among
+    them) and lite-rec's columns under "Views"."""
     plain = f"{mlflow_ui}/#/experiments/{facts.experiment_id}"
     return Page("mlflow-experiment-landing", plain, [facts.run_name, "Views"], focus=facts.run_name)
 
 
-def choose_model_training(driver, mlflow_ui: str) -> None:
-    """Store MLflow's model-training view as the browser's choice, as its sidebar switch does:
-    MLflow 3.17.2 opens a link without `workflowType` in the view stored there (GenAI in a new
-    browser), whatever the experiment's kind. The page is left, so that the next one loads the
-    UI afresh and reads the choice."""
+def forget_view_choice(driver, mlflow_ui: str) -> None:
+    """Remove the browser's stored choice of MLflow's view (what its sidebar switch writes),
+    so that the next page loads as in a new browser. The page is left, so that the next one
+    loads the UI afresh."""
     driver.get(mlflow_ui)
-    script = "localStorage.setItem(arguments[0], arguments[1])"
-    driver.execute_script(script, WORKFLOW_TYPE_KEY, json.dumps("machine_learning"))
+    driver.execute_script("localStorage.removeItem(arguments[0])", WORKFLOW_TYPE_KEY)
     driver.get("about:blank")
 
 
@@ -218,7 +217,8 @@ def check(
     tracking_uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
     env = {**os.environ, **ENVIRONMENT, "DAGSTER_HOME": str(home)}
     env["MLFLOW_TRACKING_URI"] = tracking_uri
-    mlflow_server = ["mlflow", "server", "--backend-store-uri", tracking_uri, "--workers", "1"]
+    mlflow_server = ["mlflow", "server", "--app-name", "lite-rec", "--workers", "1"]
+    mlflow_server += ["--backend-store-uri", tracking_uri]
     dagster_dev = ["dagster", "dev", "-h", "127.0.0.1", "-p", "{port}"]  # as `make dev`
     started: list[servers.ProcessGroup] = []
     driver = None
@@ -244,7 +244,7 @@ def check(
         for page in pages(facts, dagster.url, ui.url):
             visits.append(visit(driver, page, out_dir, page_seconds))
             print(report_line(visits[-1]), flush=True)
-        choose_model_training(driver, ui.url)
+        forget_view_choice(driver, ui.url)
         visits.append(visit(driver, landing_page(facts, ui.url), out_dir, page_seconds))
         print(report_line(visits[-1]), flush=True)
         return visits
