@@ -121,10 +121,11 @@ def choose_engine(source: str | Path, fmt: str = "auto", engine: str = "auto") -
         raise InputError(None, f"unknown engine {engine!r}; expected one of {list(ENGINES)}")
     if engine != "auto":
         return engine
-    from lite_rec.prepare_duckdb import NATIVE_FORMATS, locate
+    from lite_rec.ingest.readers import locate_dataset
+    from lite_rec.prepare_duckdb import NATIVE_FORMATS
 
     try:
-        located = locate(source, fmt)
+        located = locate_dataset(source, fmt)
     except InputError:
         return "pandas"
     return "duckdb" if located.format in NATIVE_FORMATS else "pandas"

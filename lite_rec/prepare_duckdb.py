@@ -37,8 +37,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lite_rec.errors import InputError
-from lite_rec.ingest.readers import FORMATS, _detect_format, _find, _numbers
+from lite_rec.ingest.readers import FORMATS, DatasetFiles, _numbers, locate_dataset
 from lite_rec.outputs import MARKER_FILE, check_output_dir
 from lite_rec.prepare import PREPARED_FILES, Processed, kcore_emptied, write_prepared
 from lite_rec.sequences import INTERACTIONS_FILE
@@ -106,30 +105,6 @@ NATIVE_FORMATS = {
         "rating",
     ),
 }
-
-
-@dataclass
-class Source:
-    """Where a dataset's two files are and in which format."""
-
-    format: str
-    interactions_file: Path
-    items_file: Path
-
-
-def locate(source: str | Path, fmt: str = "auto") -> Source:
-    """The files `lite_rec.ingest.read_dataset` would read, found the same way."""
-    source = Path(source)
-    if not source.exists():
-        raise InputError(source, "expected a dataset directory or file; nothing is there")
-    directory = source if source.is_dir() else source.parent
-    name = _detect_format(directory) if fmt == "auto" else fmt
-    if name not in FORMATS:
-        raise InputError(source, f"unknown format {fmt!r}; expected auto or one of {list(FORMATS)}")
-    spec = FORMATS[name]
-    items_file = _find(directory, spec.items, source, name, exclude=())
-    interactions_file = _find(directory, spec.interactions, source, name, exclude=spec.items)
-    return Source(name, interactions_file, items_file)
 
 
 def _existing_parent(path: Path) -> Path:
@@ -280,7 +255,7 @@ def _load_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame)
     con.unregister("loaded_frame")
 
 
-def load_interactions(con: duckdb.DuckDBPyConnection, source: Source) -> str:
+def load_interactions(con: duckdb.DuckDBPyConnection, source: DatasetFiles) -> str:
     """Table `interactions` from the source's interactions file; -> how it was read."""
     path, plain = source.interactions_file, NATIVE_FORMATS.get(source.format)
     if plain is not None:
@@ -455,7 +430,7 @@ def prepare_duckdb(
     Validation runs Great Expectations on tables of up to `full_rows` rows, SQL plus a sample
     above (`lite_rec.validation_duckdb`)."""
     check_output_dir(out_dir, "prepared", (*PREPARED_FILES, MARKER_FILE), [source])
-    located = locate(source, fmt)
+    located = locate_dataset(source, fmt)
     with duckdb_connection(out_dir, memory_limit) as con:
         reader = load_interactions(con, located)
         items = FORMATS[located.format].read_items(located.items_file)

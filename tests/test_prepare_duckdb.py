@@ -14,13 +14,13 @@ from lite_rec import text_scan
 from lite_rec.cli import main
 from lite_rec.errors import InputError
 from lite_rec.ingest import read_dataset
+from lite_rec.ingest.readers import locate_dataset
 from lite_rec.kcore import kcore_filter
 from lite_rec.prepare import choose_engine, prepare
 from lite_rec.prepare_duckdb import (
     _load_frame,
     kcore_sql,
     load_interactions,
-    locate,
     prepare_duckdb,
 )
 from lite_rec.validation import (
@@ -228,7 +228,7 @@ def test_sql_checks_report_what_great_expectations_reports(
         corrupt(source / file)
     raw = read_dataset(source)
     con = duckdb.connect()
-    load_interactions(con, locate(source))
+    load_interactions(con, locate_dataset(source))
     _load_frame(con, "items", raw.items)
     expected = {
         "items": validate_items(raw.items),

@@ -56,8 +56,18 @@ class Format:
     read_items: Callable[[Path], pd.DataFrame]
 
 
-def read_dataset(source: str | Path, format: str = "auto") -> RawDataset:
-    """Read a dataset directory (or one of its files) in `format`, detected when "auto"."""
+@dataclass
+class DatasetFiles:
+    """Where a dataset's two files are and in which format."""
+
+    format: str
+    interactions_file: Path
+    items_file: Path
+
+
+def locate_dataset(source: str | Path, format: str = "auto") -> DatasetFiles:
+    """The files of a dataset directory (or one of its files) in `format`, detected when
+    "auto"; both readers of the project (`read_dataset`, `lite_rec.prepare_duckdb`) read these."""
     source = Path(source)
     if not source.exists():
         raise InputError(source, "expected a dataset directory or file; nothing is there")
@@ -70,12 +80,19 @@ def read_dataset(source: str | Path, format: str = "auto") -> RawDataset:
     spec = FORMATS[name]
     items_file = _find(directory, spec.items, source, name, exclude=())
     interactions_file = _find(directory, spec.interactions, source, name, exclude=spec.items)
+    return DatasetFiles(name, interactions_file, items_file)
+
+
+def read_dataset(source: str | Path, format: str = "auto") -> RawDataset:
+    """Read a dataset directory (or one of its files) in `format`, detected when "auto"."""
+    files = locate_dataset(source, format)
+    spec = FORMATS[files.format]
     return RawDataset(
-        interactions=spec.read_interactions(interactions_file),
-        items=spec.read_items(items_file),
-        format=name,
-        interactions_file=interactions_file,
-        items_file=items_file,
+        interactions=spec.read_interactions(files.interactions_file),
+        items=spec.read_items(files.items_file),
+        format=files.format,
+        interactions_file=files.interactions_file,
+        items_file=files.items_file,
     )
 
 
