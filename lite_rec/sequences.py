@@ -13,7 +13,7 @@ windows and batches cut from it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -82,12 +82,17 @@ class SequenceData:
 
 
 def _check_splits(
-    user_codes: np.ndarray, splits: np.ndarray, user_ids: np.ndarray, source: str
+    order: np.ndarray,
+    user_codes: np.ndarray,
+    user_ids: np.ndarray,
+    splits: np.ndarray,
+    split_name: Callable[[int], str],
+    source: str,
 ) -> None:
     """Refuse, naming the row and the user, a user whose rows are not train..., valid, test.
-    `user_codes` (n,) index `user_ids`; `splits` (n,) index SPLITS, -1 for another value."""
+    `order` (n,): the rows grouped by user, each user's in row order; `user_codes` (n,) index
+    `user_ids`; `splits` (n,) index SPLITS, -1 for another value (`split_name(row)`)."""
     train, valid, test = range(len(SPLITS))
-    order = np.argsort(user_codes, kind="stable")  # each user's rows together, in row order
     same_user = np.diff(user_codes[order]) == 0  # (n - 1,) row i + 1 continues row i's user
     before = np.full(len(order), train, dtype=np.int64)  # a first row: as after train
     before[order[1:][same_user]] = splits[order[:-1][same_user]]
@@ -106,28 +111,11 @@ def _check_splits(
         )
         if follows[row]:  # the user's last row, and not its test row
             expected = "'test' (the user's last row)"
-        raise SplitOrderError(row, str(user_ids[user_codes[row]]), expected, source)
-
-
-class SplitOrderError(ValueError):
-    """A row whose split breaks its user's train..., valid, test order; the caller, which holds
-    the row's value, completes the message (`message`)."""
-
-    def __init__(self, row: int, user: str, expected: str, source: str):
-        super().__init__(f"{source}: row {row}")
-        self.row, self.user, self.expected, self.source = row, user, expected, source
-
-    def message(self, value: str) -> str:
-        return (
-            f"{self.source}: row {self.row} (user {self.user!r}): split {value!r}, expected "
-            f"{self.expected}: each user's rows must be train..., valid, test, in that order"
+        raise ValueError(
+            f"{source}: row {row} (user {user_ids[user_codes[row]]!r}): split "
+            f"{split_name(row)!r}, expected {expected}: each user's rows must be "
+            "train..., valid, test, in that order"
         )
-
-
-def _split_indices(names: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """(n,) indices into SPLITS of rows whose split is `names[codes]`; -1 for other values."""
-    known = np.array([SPLITS.index(v) if v in SPLITS else -1 for v in names], dtype=np.int64)
-    return known[codes] if len(codes) else np.zeros(0, dtype=np.int64)
 
 
 def sequences_from_codes(
@@ -136,17 +124,21 @@ def sequences_from_codes(
     user_codes: np.ndarray,
     user_ids: np.ndarray,
     split_codes: np.ndarray,
+    split_names: np.ndarray,
     source: str,
 ) -> SequenceData:
     """`SequenceData` from the interaction rows as codes: `item_index` (n,) rows of `items`,
     `user_codes` (n,) indices into `user_ids` in first-appearance order, `split_codes` (n,)
-    indices into SPLITS (-1: another value). Raises SplitOrderError for a misordered user."""
-    _check_splits(user_codes, split_codes, user_ids, source)
+    indices into `split_names` (str)."""
     # Users keep their first-appearance order; rows of one user keep their order.
     order = np.argsort(user_codes, kind="stable")
+    known = [SPLITS.index(name) if name in SPLITS else -1 for name in split_names]
+    splits = np.asarray(known, dtype=np.int64)[split_codes]  # (n,) indices into SPLITS, or -1
+    split_name = lambda row: split_names[split_codes[row]]  # noqa: E731
+    _check_splits(order, user_codes, user_ids, splits, split_name, source)
     boundaries = np.flatnonzero(np.diff(user_codes[order])) + 1
     sequences = np.split(item_index[order].astype(np.int64), boundaries) if len(order) else []
-    train_lengths = np.bincount(user_codes[split_codes == 0], minlength=len(user_ids))
+    train_lengths = np.bincount(user_codes[splits == 0], minlength=len(user_ids))
     return SequenceData(
         item_ids=items["item_id"].to_numpy(dtype=object),
         user_ids=np.asarray(user_ids, dtype=object),
@@ -182,13 +174,10 @@ def sequences_from_frames(
     item_index = index_of.get_indexer(interactions["item_id"])
     _missing_item(item_index, lambda row: interactions["item_id"].iloc[row], source)
     user_codes, user_ids = pd.factorize(interactions["user_id"].to_numpy(dtype=object))
-    codes, names = pd.factorize(interactions["split"].astype(str).to_numpy())
-    names = np.asarray(names, dtype=object)
-    try:
-        splits = _split_indices(names, codes)
-        return sequences_from_codes(items, item_index, user_codes, user_ids, splits, source)
-    except SplitOrderError as error:
-        raise ValueError(error.message(str(names[codes[error.row]]))) from None
+    split_codes, split_names = pd.factorize(interactions["split"].astype(str).to_numpy())
+    return sequences_from_codes(
+        items, item_index, user_codes, user_ids, split_codes, split_names, source
+    )
 
 
 def load_sequences(data_dir: str | Path) -> SequenceData:
@@ -220,12 +209,10 @@ def load_sequences(data_dir: str | Path) -> SequenceData:
     item_index = item_index[item_codes] if len(item_codes) else item_codes
     _missing_item(item_index, lambda row: item_values[item_codes[row]], str(path))
     user_codes, user_ids = codes("user_id")
-    split_codes, names = codes("split")
-    try:
-        splits = _split_indices(names, split_codes)
-        return sequences_from_codes(items, item_index, user_codes, user_ids, splits, str(path))
-    except SplitOrderError as error:
-        raise ValueError(error.message(str(names[split_codes[error.row]]))) from None
+    split_codes, split_names = codes("split")
+    return sequences_from_codes(
+        items, item_index, user_codes, user_ids, split_codes, split_names, str(path)
+    )
 
 
 def window_dtype(sequences: list[np.ndarray]) -> type:
