@@ -22,13 +22,16 @@ DEFAULT_VIEW_SCRIPT = (
     f"<script>if (localStorage.getItem('{WORKFLOW_TYPE_KEY}') === null) "
     f"localStorage.setItem('{WORKFLOW_TYPE_KEY}', '{MODEL_TRAINING}');</script>"
 )
-INDEX = Path(flask_app.static_folder) / "index.html"
+# MLflow's index page with the default-view script first in its head, read once per worker.
+INDEX_PAGE = (
+    (Path(flask_app.static_folder) / "index.html")
+    .read_text()
+    .replace("<head>", "<head>" + DEFAULT_VIEW_SCRIPT, 1)
+)
 
 
 def serve_index() -> Response:
-    """MLflow's index page with the default-view script first in its head."""
-    page = INDEX.read_text().replace("<head>", "<head>" + DEFAULT_VIEW_SCRIPT, 1)
-    return Response(page, mimetype="text/html")
+    return Response(INDEX_PAGE, mimetype="text/html")
 
 
 flask_app.view_functions["serve"] = serve_index
