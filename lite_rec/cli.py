@@ -192,13 +192,13 @@ def _recommend(args: argparse.Namespace) -> int:
     history = [item.strip() for item in args.history.split(",") if item.strip()]
     for item, score in recommender.recommend([history], args.k, exact=args.exact)[0]:
         print(f"{item}\t{score:.4f}")
-    _skip_compile_report()
     return 0
 
 
 def _skip_compile_report() -> None:
-    """Drop torch.compile's exit-time report (imported with transformers, it imports
-    `tabulate` at exit: 0.4 s of a one-answer command that compiled nothing)."""
+    """Drop torch.compile's exit-time report, which lite-rec (compiling nothing) never needs:
+    registered when transformers imports torch._dynamo, it imports `tabulate` at exit, 0.4 s
+    of every command that loads a model."""
     import atexit
 
     dynamo_utils = sys.modules.get("torch._dynamo.utils")
@@ -942,6 +942,8 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, OSError, ValueError) as error:
         print(f"lite-rec {args.command}: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        _skip_compile_report()
 
 
 if __name__ == "__main__":
