@@ -6,13 +6,14 @@ its own process group, on a temporary DAGSTER_HOME and MLflow sqlite store, runs
 them as `make run` does (`python -m orchestration.launch`, 2 epochs by default), and opens the asset
 graph, the timeline, main_job's runs, `rec_model`, `evaluation`, `registered_model`, two asset
 checks, the automation page, and MLflow's experiment, run, registered model and model version;
-then, in a browser that holds no choice of MLflow's view (as a new one), the experiment's plain
-page, as MLflow's experiment list links it (`mlflow server --app-name lite-rec` opens it in the
-model-training view). Each page must show, as text, what the stores hold: the
-validation and test metrics rounded to 4 digits, the MLflow links, the champion's URI and alias,
-the gate's decision, the Dagster run id on the MLflow run, the run on the plain page. A
-screenshot of each page goes to DIR. Every server is stopped by PID, whatever happens; the exit
-code is 1 when a page misses a text, and the report names the page and the text."""
+then, in a browser that holds no MLflow choices (as a new one), the experiment's plain page, as
+MLflow's experiment list links it (`mlflow server --app-name lite-rec` opens it in the
+model-training view with lite-rec's metric columns). Each page must show, as text, what the
+stores hold: the validation and test metrics rounded to 4 digits, the MLflow links, the
+champion's URI and alias, the gate's decision, the Dagster run id on the MLflow run, the run and
+its metrics on the plain page. A screenshot of each page goes to DIR. Every server is stopped by
+PID, whatever happens; the exit code is 1 when a page misses a text, and the report names the
+page and the text."""
 
 from __future__ import annotations
 
@@ -47,8 +48,6 @@ ENVIRONMENT = {  # as the Makefile exports it
     "DVC_NO_ANALYTICS": "1",
     "GX_ANALYTICS_ENABLED": "false",
 }
-# Where MLflow's sidebar switch keeps the browser's view (GenAI or model training), as JSON.
-WORKFLOW_TYPE_KEY = "mlflow.workflowType_v1"
 QUERY = """{
   repositoriesOrError { ... on RepositoryConnection { nodes {
     location { name } assetGroups { groupName } } } }
@@ -139,20 +138,22 @@ def pages(facts: Facts, dagster: str, mlflow_ui: str) -> list[Page]:
 
 
 def landing_page(facts: Facts, mlflow_ui: str) -> Page:
-    """The experiment's page as MLflow's experiment list links it, no view in the link: the
-    runs table (`lite_rec.mlflow_server` stores the model-training view where the browser has
-    none; MLflow alone opens GenAI's overview), with MLflow's default columns (no metric among
-    them) and lite-rec's columns under "Views"."""
+    """The experiment's page as MLflow's experiment list links it, no view in the link, in a
+    browser that holds no choice: the runs table with lite-rec's metric columns
+    (`lite_rec.mlflow_server` stores the model-training view and lite-rec's columns where the
+    browser has none; MLflow alone opens GenAI's overview)."""
     plain = f"{mlflow_ui}/#/experiments/{facts.experiment_id}"
-    return Page("mlflow-experiment-landing", plain, [facts.run_name, "Views"], focus=facts.run_name)
+    full_valid = str(facts.metrics["valid_ndcg_at_10"])  # MLflow prints every digit
+    texts = [facts.run_name, "valid_ndcg_at_10", "test_ndcg_at_10", full_valid]
+    return Page("mlflow-experiment-landing", plain, texts, focus=facts.run_name)
 
 
 def forget_view_choice(driver, mlflow_ui: str) -> None:
-    """Remove the browser's stored choice of MLflow's view (what its sidebar switch writes),
-    so that the next page loads as in a new browser. The page is left, so that the next one
-    loads the UI afresh."""
+    """Empty the browser's localStorage for MLflow (the view its sidebar switch chose, each
+    experiment's runs-table columns), so that the next page loads as in a new browser. The
+    page is left, so that the next one loads the UI afresh."""
     driver.get(mlflow_ui)
-    driver.execute_script("localStorage.removeItem(arguments[0])", WORKFLOW_TYPE_KEY)
+    driver.execute_script("localStorage.clear()")
     driver.get("about:blank")
 
 
