@@ -364,7 +364,9 @@ def experiment_url(ui_url: str, experiment_id: str) -> str:
     metric and param columns shown. MLflow 3.17.2's UI takes its view (GenAI or model
     training) from the link's `workflowType`, else from the choice last made in the browser's
     sidebar, GenAI in a new browser; it ignores the experiment's kind tag. A link without
-    `viewStateShareKey` opens MLflow's default columns, none of them a metric."""
+    `viewStateShareKey` opens the columns the browser last kept for the experiment: MLflow's
+    defaults, none of them a metric, in a new browser (lite-rec's with
+    `mlflow server --app-name lite-rec`, `lite_rec.mlflow_server`)."""
     query = f"workflowType=machine_learning&viewStateShareKey={RUNS_VIEW}"
     return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
