@@ -159,9 +159,9 @@ def train(
     In a torch.distributed process group (`lite_rec.distributed`) every rank calls this alike:
     each trains on its part of every batch and validates its share of the users, and rank 0
     alone logs, calls `on_epoch_end` and writes `out_dir`. The sampled loss's negatives are
-    drawn on each rank for its part of the batch, from a stream seeded by (seed, rank): every
-    row is still scored against `train.num_negatives` drawn items, as in one process, with no
-    collective per step (dropout masks differ by rank the same way)."""
+    drawn in shares, each rank's from a stream seeded by (seed, rank), and gathered, so every
+    rank scores its part of the batch against the same `train.num_negatives` items, as one
+    process scores the whole batch (dropout masks differ by rank the way the shares do)."""
     out_dir = Path(out_dir)
     check_data_parallel(model_config, train_config, distributed.world_size())
     if train_config.threads > 0:

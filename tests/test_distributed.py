@@ -17,6 +17,7 @@ from lite_rec.cli import main
 from lite_rec.config import ModelConfig, TrainConfig
 from lite_rec.evaluate import evaluate
 from lite_rec.model import RecommendationLLM
+from lite_rec.nn.sampled_softmax import NegativeSampler
 from lite_rec.sequences import LOSS_WEIGHT, WindowBatches, epoch_batches
 from lite_rec.train import CHECKPOINT_FILE, train
 from lite_rec.trainer import seed_everything
@@ -27,6 +28,7 @@ DATA = {"n_items": 20, "n_users": 61, "min_length": 6, "spread": 5}
 MODEL = ModelConfig(
     item_repr="id", hidden_size=16, num_layers=1, num_heads=2, dropout=0.1, max_len=6
 )
+NEGATIVE_SEED = 11
 TRAIN = TrainConfig(
     batch_size=16, lr=1e-2, warmup_steps=2, patience=100, seed=3, threads=1, nproc=2
 )
@@ -118,6 +120,8 @@ def _two_ranks(rank: int, root: Path) -> None:
         "valid_across_ranks": distributed.evaluate_across_ranks(model, data, "valid"),
         "valid_one_process": evaluate(model, data, "valid"),
     }
+    torch.manual_seed(NEGATIVE_SEED + rank)
+    seen["negatives"] = [NegativeSampler(DATA["n_items"], 5).draw() for _ in range(2)]
     config = dataclasses.replace(TRAIN, loss="sampled", num_negatives=5)
     straight = train(
         data, None, MODEL, dataclasses.replace(config, epochs=3), root / "a", progress=False
@@ -152,6 +156,23 @@ def test_validation_across_ranks_equals_one_process(two_ranks: dict) -> None:
         assert list(across) == list(one)
         assert all(across[k] == pytest.approx(one[k], rel=1e-12, abs=1e-15) for k in one)
     assert two_ranks["seen"][0]["valid_across_ranks"] == two_ranks["seen"][1]["valid_across_ranks"]
+
+
+def test_the_ranks_draw_shares_of_the_negatives_and_all_score_against_all_of_them(
+    two_ranks: dict,
+) -> None:
+    # 5 negatives over 2 ranks: each draws 3 from its own stream; rank 0's 3, then rank 1's
+    # first 2, in every step, on both ranks.
+    shares = []
+    for rank in range(2):
+        torch.manual_seed(NEGATIVE_SEED + rank)
+        shares.append([torch.randint(0, DATA["n_items"], (3,)) for _ in range(2)])
+    for step in range(2):
+        expected = torch.cat([shares[0][step], shares[1][step]])[:5]
+        for seen in two_ranks["seen"]:
+            items, log_q = seen["negatives"][step]
+            assert torch.equal(items, expected)
+            assert torch.allclose(log_q, torch.full((5,), -np.log(DATA["n_items"])))
 
 
 def test_ranks_keep_the_same_weights_and_history(two_ranks: dict) -> None:

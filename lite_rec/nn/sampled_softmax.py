@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 NEGATIVES = ("uniform", "popularity")
 
@@ -30,8 +31,9 @@ class NegativeSampler:
 
     `counts` (n_items,) None: uniform; otherwise q_j proportional to (count_j + 1)^alpha (the
     + 1 keeps an item unseen in the counts, such as a validation item in the refit epochs,
-    drawable and its log q finite). `in_batch`: the batch's targets are candidates too.
-    Draws use torch's global generator, so a seeded run (and its checkpoint) repeats them."""
+    drawable and its log q finite). `in_batch`: the batch's targets are candidates too (in a
+    data-parallel group, those of the rank's part of the batch). Draws use torch's global
+    generator, so a seeded run (and its checkpoint) repeats them."""
 
     def __init__(
         self,
@@ -58,14 +60,28 @@ class NegativeSampler:
             self.cumulative[-1] = 1.0
 
     def draw(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-        """`num_negatives` items, with replacement. -> item indices (K,), their log q (K,)"""
+        """`num_negatives` items, with replacement. -> item indices (K,), their log q (K,)
+
+        In a data-parallel process group each rank draws its share (K / world size, rounded
+        up) from its own stream and the shares are gathered, in rank order, so that every rank
+        scores its part of the batch against the same K negatives, as one process scores the
+        whole batch (an all-gather of K indices per step)."""
+        ranks = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        share = -(-self.num_negatives // ranks)  # ceil
+        items = self._draw_items(share).to(device)  # (share,)
+        if ranks > 1:
+            gathered = items.new_empty(ranks * share)  # (ranks * share,)
+            dist.all_gather_into_tensor(gathered, items)
+            items = gathered[: self.num_negatives]
+        return items, self.log_q(items)
+
+    def _draw_items(self, count: int) -> torch.Tensor:
+        """`count` item indices from torch's global generator. -> (count,) int64 on the CPU"""
         if self.cumulative is None:
-            items = torch.randint(0, self.n_items, (self.num_negatives,))
-        else:
-            uniform = torch.rand(self.num_negatives, dtype=torch.float64)
-            items = torch.searchsorted(self.cumulative, uniform, right=True)
-            items = items.clamp_(max=self.n_items - 1)
-        return items.to(device), self.log_q(items).to(device)
+            return torch.randint(0, self.n_items, (count,))
+        uniform = torch.rand(count, dtype=torch.float64)
+        items = torch.searchsorted(self.cumulative, uniform, right=True)
+        return items.clamp_(max=self.n_items - 1)
 
     def log_q(self, items: torch.Tensor) -> torch.Tensor:
         """log of each item's sampling probability. (k,) item indices -> (k,)"""
