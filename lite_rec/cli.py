@@ -381,6 +381,7 @@ def _bench_scale(args: argparse.Namespace) -> int:
         eval_users=args.eval_users,
         ann_users=args.ann_users,
         ann_kind=args.ann_kind,
+        ann_ef_search=args.ann_ef_search,
         seed=args.seed,
         changes=args.set,
     )
@@ -604,6 +605,9 @@ def _add_bench_tools(tools) -> None:
     scale.add_argument("--eval-users", type=int, default=4_000, help="test users ranked (4000)")
     scale.add_argument("--ann-users", type=int, default=1_000, help="users of the ANN recall")
     scale.add_argument("--ann-kind", choices=["hnsw", "ivf"], default="hnsw")
+    scale.add_argument(
+        "--ann-ef-search", type=int, default=None, help="HNSW efSearch (lite-rec index's default)"
+    )
     scale.add_argument("--seed", type=int, default=0, help="of the data and user samples")
     scale.add_argument("--params", type=Path, default=None, help="params file (params.yaml)")
     scale.add_argument(

@@ -69,6 +69,7 @@ class ScaleSettings:
     item_chunk: int | None = None  # items scored at a time by the exact ranking (None: its own)
     ann_users: int = 1_000  # validation users the index's recall is measured on
     ann_kind: str = "hnsw"
+    ann_ef_search: int | None = None  # HNSW efSearch (None: `lite-rec index`'s default)
     seed: int = 0  # of the synthetic data and the user samples
     changes: list[str] = field(default_factory=list)  # `--set` on top of the model's
 
@@ -258,12 +259,16 @@ def evaluate_stage(
     }
 
 
-def ann_stage(data_dir: Path, model_dir: Path, kind: str, users: int) -> dict[str, Any]:
-    """`lite-rec index MODEL_DIR --data DATA_DIR --kind KIND --sample-users USERS`."""
+def ann_stage(
+    data_dir: Path, model_dir: Path, kind: str, users: int, ef_search: int | None
+) -> dict[str, Any]:
+    """`lite-rec index MODEL_DIR --data DATA_DIR --kind KIND --sample-users USERS
+    [--ef-search EF]`."""
     from lite_rec.ann import IndexConfig, index_model_folder
     from lite_rec.sequences import load_sequences
 
-    info = index_model_folder(model_dir, IndexConfig(kind=kind), load_sequences(data_dir), users)
+    config = IndexConfig(kind=kind) if ef_search is None else IndexConfig(kind, ef_search=ef_search)
+    info = index_model_folder(model_dir, config, load_sequences(data_dir), users)
     keys = ("kind", "params", "build_seconds", "recall@10", "recall_users")
     keys += ("exact_users_per_second", "index_users_per_second")
     row = {key: info[key] for key in keys}
@@ -328,7 +333,7 @@ def _size_stages(
         )
     if "ann" in stages:
         todo["ann"] = lambda: _in_fresh_process(
-            ann_stage, data, model, settings.ann_kind, settings.ann_users
+            ann_stage, data, model, settings.ann_kind, settings.ann_users, settings.ann_ef_search
         )
     return todo
 
@@ -408,6 +413,7 @@ SERVE_COLUMNS = [
     ("exact users/s", "evaluate", ("users_per_second",)),
     ("exact GiB", "evaluate", ("peak_rss_mib",)),
     ("ANN build s", "ann", ("build_seconds",)),
+    ("ANN efSearch", "ann", ("params", "ef_search")),
     ("ANN recall@10", "ann", ("recall@10",)),
     ("ANN users/s", "ann", ("index_users_per_second",)),
     ("its exact users/s", "ann", ("exact_users_per_second",)),
@@ -464,8 +470,9 @@ def scale_markdown(results: dict[str, Any]) -> str:
         f"exact: `rank_catalog` top-10 of {settings['eval_users']:,} test users, "
         f"{_chunk_words(settings['item_chunk'])}. ANN: `lite-rec index` ({settings['ann_kind']}"
         f"), recall@10 against exact ranking on {settings['ann_users']:,} validation users, "
-        "both users/s in that process, taking turns (its exact ranks the whole catalog at "
-        "once). NDCG@10 / HR@10: the same test users, the model after its training steps "
+        "both users/s in that process, taking turns (its exact: `rank_catalog` with its own "
+        "item chunk, as `lite-rec recommend --exact`). NDCG@10 / HR@10: the same test users, "
+        "the model after its training steps "
         f"(batches of {batch_size} windows) against training popularity.",
     ]
     failed = [
@@ -486,6 +493,7 @@ PLOTTED = {
         ("sampled s / 1k steps", "train_sampled", ("seconds_per_1000_steps",)),
         ("full s / 1k steps", "train_full", ("seconds_per_1000_steps",)),
         ("ANN build s", "ann", ("build_seconds",)),
+        ("ANN efSearch", "ann", ("params", "ef_search")),
     ],
     "per second": [
         ("embed items/s", "embed", ("items_per_second",)),
