@@ -47,16 +47,30 @@ def _config(args: argparse.Namespace):
 def _embed(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from lite_rec.item_embeddings import item_embeddings, write_item_embeddings
+    from lite_rec.item_embeddings import (
+        item_embeddings,
+        item_shards,
+        parse_shard,
+        write_item_embeddings,
+    )
     from lite_rec.sequences import ITEMS_FILE
 
+    shard = parse_shard(args.shard) if args.shard else None
+    if shard is None and args.out is None:
+        raise ValueError("--out: expected the folder to write, or --shard I/N to fill the cache")
     items = pd.read_parquet(args.data_dir / ITEMS_FILE)
+    what = "item embeddings"
+    if shard is not None:
+        items = items[item_shards(items["item_id"].tolist(), shard[1]) == shard[0]]
+        what = f"shard {shard[0]}/{shard[1]} of the item embeddings ({len(items)} items)"
     matrix, report = item_embeddings(items, _config(args).item_llm, args.cache)
-    write_item_embeddings(args.out, items["item_id"].tolist(), matrix, report)
+    if args.out is not None:
+        write_item_embeddings(args.out, items["item_id"].tolist(), matrix, report)
     log.info(
-        "item embeddings %s in %s (%d encoded, %d from the cache %s)",
+        "%s %s in %s (%d encoded, %d from the cache %s)",
+        what,
         matrix.shape,
-        args.out,
+        args.out or "the cache",
         report.encoded,
         report.reused,
         args.cache,
@@ -771,10 +785,19 @@ def build_parser() -> argparse.ArgumentParser:
         "embed",
         help="encode every item's text with the Item LLM (cached)",
         description="Write DATA_DIR's item embeddings to --out; only items whose text the "
-        "cache has not seen are encoded.",
+        "cache has not seen are encoded. With --shard I/N, only the items of shard I of N "
+        "(by a hash of the item id) are encoded into the cache: N such commands, on one machine "
+        "or several sharing the cache folder, then one without --shard writes --out from the "
+        "cache alone.",
     )
     embed.add_argument("data_dir", type=Path, help="what `lite-rec prepare` wrote")
-    embed.add_argument("--out", required=True, type=Path)
+    embed.add_argument("--out", type=Path, default=None, help="required without --shard")
+    embed.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="encode only shard I (0-based) of N into the cache; --out then holds that shard",
+    )
     _add_config_options(embed)
     embed.set_defaults(run=_embed)
 

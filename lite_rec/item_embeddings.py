@@ -368,6 +368,33 @@ def _encode_chunks(
             bar.update(len(chunk))
 
 
+def item_shards(item_ids: Sequence[str], shards: int) -> np.ndarray:
+    """The shard (0 .. shards - 1) of each item id, for embedding a catalog in `shards` parts
+    (`lite-rec embed --shard I/N`): shard s holds the ids whose hash (the first 4 bytes of the
+    sha256 of the id, as an integer h < 2^32) lies in the s-th of `shards` equal ranges,
+    floor(h * shards / 2^32). An id's shard depends on the id alone, never on the rest of the
+    catalog, so an edited item is re-encoded by the shard that always held it. -> (n,) int64"""
+    if shards < 1:
+        raise ValueError(f"shards: expected a positive count, got {shards}")
+    digests = b"".join(hashlib.sha256(str(item_id).encode()).digest()[:4] for item_id in item_ids)
+    prefixes = np.frombuffer(digests, dtype=">u4").astype(np.uint64)  # (n,) h < 2^32
+    return ((prefixes * np.uint64(shards)) >> np.uint64(32)).astype(np.int64)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`I/N` -> (I, N), the I-th (0-based) of N shards; ValueError naming what was expected."""
+    index, _, count = text.partition("/")
+    try:
+        shard, shards = int(index), int(count)
+    except ValueError:
+        shard = shards = -1
+    if shards < 1 or not 0 <= shard < shards:
+        raise ValueError(
+            f"--shard {text!r}: expected I/N with N >= 1 shards and 0 <= I < N (0-based), e.g. 0/4"
+        )
+    return shard, shards
+
+
 def item_embeddings(
     items: pd.DataFrame, config: ItemLLMConfig, cache_dir: str | Path, chunk_size: int = CHUNK_SIZE
 ) -> tuple[np.ndarray, EmbeddingReport]:
