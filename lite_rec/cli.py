@@ -100,6 +100,8 @@ def _train_command(args: argparse.Namespace) -> list[str]:
         command += ["--embeddings", str(args.embeddings)]
     if args.tracking_uri:
         command += ["--tracking-uri", args.tracking_uri]
+    if args.experiment:
+        command += ["--experiment", args.experiment]
     if args.params:
         command += ["--params", str(args.params)]
     for setting in args.set:
@@ -110,9 +112,10 @@ def _train_command(args: argparse.Namespace) -> list[str]:
 def _train(args: argparse.Namespace) -> int:
     from lite_rec import distributed
     from lite_rec.pipeline import train_rec_model
+    from lite_rec.pipes import training_report
     from lite_rec.recipe import resolve_config
     from lite_rec.sequences import load_sequences
-    from lite_rec.tracking import Tracking
+    from lite_rec.tracking import EXPERIMENT, Tracking
     from lite_rec.train import check_data_parallel
     from lite_rec.trainer import check_train_config
 
@@ -137,10 +140,20 @@ def _train(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, [sys.executable, *command])
-    with distributed.process_group(config.train.device):
+    with distributed.process_group(config.train.device), training_report() as report:
         data = load_sequences(args.data_dir)
         embeddings = _text_embeddings(args, config, data)
-        trained = train_rec_model(data, embeddings, config, args.out, Tracking(args.tracking_uri))
+        trained = train_rec_model(
+            data,
+            embeddings,
+            config,
+            args.out,
+            Tracking(args.tracking_uri, args.experiment or EXPERIMENT),
+            tags=report.tags if report else None,
+            on_epoch_end=report.epoch if report else None,
+        )
+        if report and trained:
+            report.trained(trained)
     if trained is None:  # a data-parallel rank other than 0: rank 0 reports
         return 0
     print(
@@ -823,6 +836,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)",
     )
+    train.add_argument("--experiment", default="", help="MLflow experiment (default: lite_rec)")
     train.add_argument(
         "--nproc",
         type=int,

@@ -7,7 +7,7 @@ import dagster as dg
 from orchestration import automation, checks
 from orchestration.assets import bench, data, model, registry
 from orchestration.jobs import benchmark_job, main_job
-from orchestration.resources import MlflowTracking, Settings, Workspace
+from orchestration.resources import MlflowTracking, Settings, TrainingLauncher, Workspace
 
 data_assets = [data.raw_tables, data.interactions_5core, data.loo_splits, data.dataset_stats]
 data_assets += [data.items_5core, data.sequences]
@@ -32,6 +32,9 @@ defs = dg.Definitions(
         "settings": Settings(),
         "workspace": Workspace(),
         "mlflow_tracking": MlflowTracking(),
+        # The training process, through Dagster Pipes; a deployment on Kubernetes binds
+        # K8sTrainingLauncher(image=...) here instead (docs/operations.md).
+        "training_launcher": TrainingLauncher(),
     },
     executor=dg.in_process_executor,
 )

@@ -22,7 +22,7 @@ from lite_rec.sequences import load_sequences
 from lite_rec.tracking import Tracking, data_digest
 from lite_rec.train import TrainResult
 from orchestration.definitions import data_assets, data_checks, model_assets
-from orchestration.resources import MlflowTracking, Settings, Workspace
+from orchestration.resources import MlflowTracking, Settings, TrainingLauncher, Workspace
 from tests.conftest import cyclic_data, write_movielens
 
 
@@ -210,6 +210,7 @@ def test_main_job_assets_run_end_to_end(tmp_path: Path, tiny_model: str) -> None
             "settings": Settings(),
             "workspace": Workspace(root=str(tmp_path)),
             "mlflow_tracking": MlflowTracking(uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
+            "training_launcher": TrainingLauncher(),
         },
         run_config=tiny_run_config(source, tiny_model),
     )

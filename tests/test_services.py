@@ -119,7 +119,7 @@ def test_the_pipeline_runs_through_the_stack_and_the_champion_is_served(
     stack: dict, tiny_model: str
 ) -> None:
     from orchestration.definitions import data_assets, data_checks, model_assets, registry_assets
-    from orchestration.resources import MlflowTracking, Settings, Workspace
+    from orchestration.resources import MlflowTracking, Settings, TrainingLauncher, Workspace
 
     root, tracking_uri = stack["root"], stack["tracking"].resolved_uri
     source = write_movielens(root / "raw", users=9, items=7)
@@ -132,6 +132,7 @@ def test_the_pipeline_runs_through_the_stack_and_the_champion_is_served(
             "settings": Settings(),
             "workspace": Workspace(root=str(root)),
             "mlflow_tracking": MlflowTracking(experiment="services-test"),
+            "training_launcher": TrainingLauncher(),
         },
         run_config=tiny_run_config(source, tiny_model),
     )

@@ -4,10 +4,9 @@ evaluation."""
 from typing import Any
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
-from lite_rec import ann, pipeline
+from lite_rec import ann, pipeline, pipes, prepare
 from lite_rec.item_embeddings import item_embeddings as encode_items
 from lite_rec.sequences import SequenceData
 from lite_rec.tracking import log_indexed_model, run_url
@@ -19,7 +18,7 @@ from orchestration.assets.metadata import (
     rounded,
     table,
 )
-from orchestration.resources import MlflowTracking, Settings, Workspace
+from orchestration.resources import MlflowTracking, Settings, TrainingLauncher, Workspace
 
 EPOCH_COLUMNS = {"epoch": "int", "loss": "float", "valid_ndcg@10": "float"}
 EPOCH_COLUMNS |= {"valid_recall@10": "float", "seconds": "float"}
@@ -48,50 +47,52 @@ def epoch_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: round(v, DIGITS) if isinstance(v, float) else v for k, v in row.items()}
 
 
-@dg.asset(group_name="model", kinds={"pytorch", "mlflow"}, **CATALOG)
+@dg.asset(group_name="model", kinds={"pytorch", "mlflow"}, deps=["item_embeddings"], **CATALOG)
 def rec_model(
     context: dg.AssetExecutionContext,
     settings: Settings,
     workspace: Workspace,
     mlflow_tracking: MlflowTracking,
-    sequences: SequenceData,
-    item_embeddings: np.ndarray,
+    training_launcher: TrainingLauncher,
+    items_5core: pd.DataFrame,
+    loo_splits: pd.DataFrame,
+    dataset_stats: dict,
 ) -> dg.Output:
-    """The Recommendation LLM trained with early stopping on validation NDCG@10, in MLflow;
-    each epoch is an observation of this asset while it trains."""
-    config = settings.load_config()
-    embeddings = item_embeddings if "text" in config.model.item_repr else None
+    """The Recommendation LLM trained with early stopping on validation NDCG@10 by `lite-rec
+    train`, launched through Dagster Pipes (torchrun when train.nproc > 1) and logged to MLflow;
+    each epoch is a log line while it trains and an observation of this asset."""
+    data_dir = workspace.training_data_dir(context.run_id)
+    prepare.write_processed(prepare.Processed(items_5core, loo_splits, dataset_stats), data_dir)
+    model_dir, tracking = workspace.model_dir(context.run_id), mlflow_tracking.tracking()
+    arguments = [str(data_dir), "--out", str(model_dir), "--cache", str(workspace.cache_dir)]
+    arguments += ["--tracking-uri", tracking.resolved_uri, "--experiment", tracking.experiment]
+    arguments += settings.cli_options()
+    extras = {"tags": {"dagster.run_id": context.run_id}}
+    invocation = training_launcher.launch(context, arguments, extras)
+    for message in invocation.get_custom_messages():
+        row = epoch_row(message[pipes.EPOCH_MESSAGE])
+        context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=row))
+    reported = invocation.get_materialize_result().metadata  # what the training reported
+    trained = pipeline.load_trained_model(model_dir, tracking)
+    return dg.Output(trained, metadata={**trained_metadata(trained, settings), **reported})
 
-    def observe_epoch(row: dict[str, Any]) -> None:
-        context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=epoch_row(row)))
 
-    trained = pipeline.train_rec_model(
-        sequences,
-        embeddings,
-        config,
-        workspace.model_dir(context.run_id),
-        mlflow_tracking.tracking(),
-        tags={"dagster.run_id": context.run_id},
-        on_epoch_end=observe_epoch,
-    )
+def trained_metadata(trained: pipeline.TrainedModel, settings: Settings) -> dict[str, Any]:
+    """What `rec_model` shows beside what the training reported: the validation table, links,
+    the resolved recipe, the epochs and the learning curve."""
     ui = settings.mlflow_ui_url
     epochs = [epoch_row(row) for row in trained.history]
-    metadata = {
+    return {
         "validation": metrics_table(trained.valid_metrics),
-        **rounded(trained.valid_metrics, "valid "),
-        "best epoch": trained.best_epoch,
         "mlflow run": dg.MetadataValue.url(run_url(ui, trained.experiment_id, trained.run_id)),
-        "mlflow run id": trained.run_id,
-        "model uri": trained.model_uri,
         "model dir": dg.MetadataValue.path(str(trained.model_dir)),
         "train.recipe": trained.config.train.recipe,  # what auto chose
+        "train.nproc": trained.config.train.nproc,
         # epochs after the best one that trained on the validation items too
         "refit epochs": trained.config.train.refit_epochs,
-        "training seconds": round(trained.seconds, 1),
         "epochs": table(epochs, {k: v for k, v in EPOCH_COLUMNS.items() if k in epochs[0]}),
         "learning curve": mlflow_image(ui, trained.run_id, "learning_curve.png"),
     }
-    return dg.Output(trained, metadata=metadata)
 
 
 class ItemIndexSettings(dg.Config):
