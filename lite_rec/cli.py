@@ -366,6 +366,25 @@ def _bench_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_ddp(args: argparse.Namespace) -> int:
+    from lite_rec.bench.ddp import run_ddp
+    from lite_rec.bench.sweep import parse_seeds
+
+    run_ddp(
+        args.data_dir,
+        args.out,
+        args.work,
+        parse_seeds(args.seeds),
+        args.nproc,
+        args.set,
+        args.params,
+        args.cache,
+        args.command_line,
+    )
+    print((args.out / "results.md").read_text())
+    return 0
+
+
 def _bench_step_profile(args: argparse.Namespace) -> int:
     from lite_rec.bench.step_profile import run_step_profile, step_profile_markdown
 
@@ -573,6 +592,24 @@ def _add_bench_tools(tools) -> None:
     sweep.add_argument("--work-dir", type=Path, default=None, help="models (default: OUT/work)")
     _add_config_options(sweep)
     sweep.set_defaults(bench_tool=_bench_sweep)
+
+    ddp = tools.add_parser(
+        "ddp",
+        help="data-parallel training (--nproc N) against one process, per seed",
+        description="For each seed, `lite-rec train` in one process with N threads and with "
+        "--nproc N (torchrun, one thread per rank), then `lite-rec evaluate --split test`: "
+        "validation and test NDCG@10 / Recall@10, their mean and spread over the seeds, the "
+        "median epoch time of each and their ratio.",
+    )
+    ddp.add_argument("data_dir", type=Path, help="what `lite-rec prepare` wrote")
+    ddp.add_argument("--seeds", default="42,43,44", help="comma-separated (42,43,44)")
+    ddp.add_argument("--nproc", type=int, default=2, help="processes, and one process's threads")
+    ddp.add_argument("--out", type=Path, default=Path("bench/results/ddp"))
+    ddp.add_argument(
+        "--work", type=Path, default=Path("/tmp/lite-rec-ddp"), help="models and MLflow store"
+    )
+    _add_config_options(ddp)
+    ddp.set_defaults(bench_tool=_bench_ddp)
 
     step = tools.add_parser(
         "step-profile",
