@@ -53,7 +53,8 @@ class Workspace(dg.ConfigurableResource):
         return Path(self.root) / "models" / "dagster" / run_id
 
     def training_data_dir(self, run_id: str) -> Path:
-        """The processed tables a run's training process reads (`lite-rec train DATA`)."""
+        """The processed tables a run's training process reads (`lite-rec train DATA`),
+        removed once it ends."""
         return Path(self.root) / "cache" / "training_data" / run_id
 
     @property

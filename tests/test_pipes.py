@@ -67,6 +67,7 @@ def test_the_materialization_holds_what_two_torchrun_ranks_reported_through_pipe
     assert shown["mlflow run id"] == trained.run_id
     assert shown["model uri"] == trained.model_uri
     assert shown["train.nproc"] == 2
+    assert not any((tmp_path / "cache" / "training_data").iterdir())  # the run's copy, removed
     # The Dagster run id reached the MLflow run through the launcher's extras.
     assert run.data.tags["dagster.run_id"] == result.run_id
     # One observation per epoch (rank 0 alone reports, so no epoch twice), as in history.json.

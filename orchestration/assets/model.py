@@ -1,6 +1,7 @@
 """Model assets: Item LLM embeddings, the trained Recommendation LLM, its item index, its
 evaluation."""
 
+import shutil
 from typing import Any
 
 import dagster as dg
@@ -68,7 +69,10 @@ def rec_model(
     arguments += ["--tracking-uri", tracking.resolved_uri, "--experiment", tracking.experiment]
     arguments += settings.cli_options()
     extras = {"tags": {"dagster.run_id": context.run_id}}
-    invocation = training_launcher.launch(context, arguments, extras)
+    try:
+        invocation = training_launcher.launch(context, arguments, extras)
+    finally:  # the run's copy of the tables: the model folder and MLflow keep what matters
+        shutil.rmtree(data_dir, ignore_errors=True)
     for message in invocation.get_custom_messages():
         row = epoch_row(message[pipes.EPOCH_MESSAGE])
         context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=row))
