@@ -417,6 +417,16 @@ def _bench_step_cost(args: argparse.Namespace) -> int:
     return 0
 
 
+# The `lite-rec index` settings `lite-rec bench scale` passes on, by IndexConfig field.
+ANN_INDEX_SETTINGS = {
+    "hnsw_m": "HNSW graph neighbours per item",
+    "ef_construction": "HNSW candidates kept while adding an item",
+    "ef_search": "HNSW candidates kept while searching",
+    "nlist": "IVF clusters",
+    "nprobe": "IVF clusters searched per user",
+}
+
+
 def _bench_scale(args: argparse.Namespace) -> int:
     from lite_rec.bench.scale import ScaleSettings, run_scale, scale_markdown
 
@@ -427,7 +437,11 @@ def _bench_scale(args: argparse.Namespace) -> int:
         eval_users=args.eval_users,
         ann_users=args.ann_users,
         ann_kind=args.ann_kind,
-        ann_ef_search=args.ann_ef_search,
+        ann_index={
+            name: getattr(args, f"ann_{name}")
+            for name in ANN_INDEX_SETTINGS
+            if getattr(args, f"ann_{name}") is not None
+        },
         seed=args.seed,
         changes=args.set,
     )
@@ -669,9 +683,13 @@ def _add_bench_tools(tools) -> None:
     scale.add_argument("--eval-users", type=int, default=4_000, help="test users ranked (4000)")
     scale.add_argument("--ann-users", type=int, default=1_000, help="users of the ANN recall")
     scale.add_argument("--ann-kind", choices=["hnsw", "ivf"], default="hnsw")
-    scale.add_argument(
-        "--ann-ef-search", type=int, default=None, help="HNSW efSearch (lite-rec index's default)"
-    )
+    for name, words in ANN_INDEX_SETTINGS.items():
+        scale.add_argument(
+            f"--ann-{name.replace('_', '-')}",
+            type=int,
+            default=None,
+            help=f"{words} (as lite-rec index)",
+        )
     scale.add_argument("--seed", type=int, default=0, help="of the data and user samples")
     scale.add_argument("--params", type=Path, default=None, help="params file (params.yaml)")
     scale.add_argument(

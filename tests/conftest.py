@@ -1,4 +1,5 @@
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,18 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored():
+    """Each test starts with the session's SIGTERM and SIGINT handlers. Dagster's in-process
+    execution maps SIGTERM to whatever SIGINT does, for the rest of the process; where the
+    suite runs in the background (SIGINT ignored), that would leave SIGTERM ignored for every
+    later test and for the processes they start."""
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for number, handler in handlers.items():
+        signal.signal(number, handler)
 
 
 def shared_dataset(name: str) -> Path:

@@ -99,6 +99,21 @@ def test_a_rerun_of_one_stage_keeps_the_others(scale_run):
     assert after["evaluate"]["test"] == before["evaluate"]["test"]  # the same saved model
 
 
+def test_the_cli_passes_the_index_settings_on(scale_run, capsys):
+    root, _ = scale_run
+    command = ["bench", "scale", "--sizes", str(ITEMS), "--stages", "ann", "--ann-users", "20"]
+    command += ["--ann-kind", "ivf", "--ann-nlist", "10", "--ann-nprobe", "3"]
+    assert main([*command, "--out", str(root / "out"), "--work", str(root / "work")]) == 0
+    [row] = json.loads((root / "out" / "results.json").read_text())["rows"]
+    ann = row["stages"]["ann"]
+    assert (ann["kind"], ann["params"], ann["recall_users"]) == (
+        "ivf",
+        {"nlist": 10, "nprobe": 3},
+        20,
+    )
+    assert "| nlist 10, nprobe 3 |" in capsys.readouterr().out
+
+
 def test_the_cli_names_an_unknown_stage(tmp_path, capsys):
     code = main(
         ["bench", "scale", "--sizes", "300", "--stages", "prepare,serve"]

@@ -69,7 +69,9 @@ class ScaleSettings:
     item_chunk: int | None = None  # items scored at a time by the exact ranking (None: its own)
     ann_users: int = 1_000  # validation users the index's recall is measured on
     ann_kind: str = "hnsw"
-    ann_ef_search: int | None = None  # HNSW efSearch (None: `lite-rec index`'s default)
+    # `lite-rec index` settings by IndexConfig field (hnsw_m, ef_search, nlist, nprobe, ...);
+    # a setting left out keeps its default.
+    ann_index: dict[str, int] = field(default_factory=dict)
     seed: int = 0  # of the synthetic data and the user samples
     changes: list[str] = field(default_factory=list)  # `--set` on top of the model's
 
@@ -260,14 +262,14 @@ def evaluate_stage(
 
 
 def ann_stage(
-    data_dir: Path, model_dir: Path, kind: str, users: int, ef_search: int | None
+    data_dir: Path, model_dir: Path, kind: str, users: int, index_settings: dict[str, int]
 ) -> dict[str, Any]:
-    """`lite-rec index MODEL_DIR --data DATA_DIR --kind KIND --sample-users USERS
-    [--ef-search EF]`."""
+    """`lite-rec index MODEL_DIR --data DATA_DIR --kind KIND --sample-users USERS`, with
+    `index_settings` (`{"nprobe": 16}`: `--nprobe 16`)."""
     from lite_rec.ann import IndexConfig, index_model_folder
     from lite_rec.sequences import load_sequences
 
-    config = IndexConfig(kind=kind) if ef_search is None else IndexConfig(kind, ef_search=ef_search)
+    config = IndexConfig(kind=kind, **index_settings)
     info = index_model_folder(model_dir, config, load_sequences(data_dir), users)
     keys = ("kind", "params", "build_seconds", "recall@10", "recall_users")
     keys += ("exact_users_per_second", "index_users_per_second")
@@ -333,7 +335,7 @@ def _size_stages(
         )
     if "ann" in stages:
         todo["ann"] = lambda: _in_fresh_process(
-            ann_stage, data, model, settings.ann_kind, settings.ann_users, settings.ann_ef_search
+            ann_stage, data, model, settings.ann_kind, settings.ann_users, settings.ann_index
         )
     return todo
 
@@ -413,7 +415,7 @@ SERVE_COLUMNS = [
     ("exact users/s", "evaluate", ("users_per_second",)),
     ("exact GiB", "evaluate", ("peak_rss_mib",)),
     ("ANN build s", "ann", ("build_seconds",)),
-    ("ANN efSearch", "ann", ("params", "ef_search")),
+    ("ANN parameters", "ann", ("params",)),
     ("ANN recall@10", "ann", ("recall@10",)),
     ("ANN users/s", "ann", ("index_users_per_second",)),
     ("its exact users/s", "ann", ("exact_users_per_second",)),
@@ -426,13 +428,17 @@ SERVE_COLUMNS = [
 ]
 
 
+def _cell(name: str, value: Any) -> Any:
+    """A table cell: GiB from MiB, an index's parameters as `name value` pairs."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {number}" for key, number in value.items())
+    return _gib(value) if name.endswith("GiB") else value
+
+
 def _table(rows: list[dict[str, Any]], columns) -> list[str]:
     cells = [
         [row["items"], row["interactions"], _value(row, "prepare_duckdb", "stats", "items")]
-        + [
-            _gib(_value(row, stage, *keys)) if name.endswith("GiB") else _value(row, stage, *keys)
-            for name, stage, keys in columns
-        ]
+        + [_cell(name, _value(row, stage, *keys)) for name, stage, keys in columns]
         for row in rows
     ]
     names = ["items", "interactions", "items after 5-core", *(name for name, _, _ in columns)]
@@ -493,7 +499,6 @@ PLOTTED = {
         ("sampled s / 1k steps", "train_sampled", ("seconds_per_1000_steps",)),
         ("full s / 1k steps", "train_full", ("seconds_per_1000_steps",)),
         ("ANN build s", "ann", ("build_seconds",)),
-        ("ANN efSearch", "ann", ("params", "ef_search")),
     ],
     "per second": [
         ("embed items/s", "embed", ("items_per_second",)),
