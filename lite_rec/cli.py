@@ -417,14 +417,20 @@ def _bench_step_cost(args: argparse.Namespace) -> int:
     return 0
 
 
-# The `lite-rec index` settings `lite-rec bench scale` passes on, by IndexConfig field.
-ANN_INDEX_SETTINGS = {
-    "hnsw_m": "HNSW graph neighbours per item",
-    "ef_construction": "HNSW candidates kept while adding an item",
-    "ef_search": "HNSW candidates kept while searching",
-    "nlist": "IVF clusters",
-    "nprobe": "IVF clusters searched per user",
+# `lite-rec index` options: `lite_rec.ann.IndexConfig` fields, whose defaults apply when absent.
+INDEX_OPTIONS = {
+    "kind": "hnsw | ivf",
+    "hnsw_m": "HNSW graph neighbours per item (16)",
+    "ef_construction": "HNSW candidates kept while adding an item (200)",
+    "ef_search": "HNSW candidates kept while searching (256)",
+    "nlist": "IVF clusters (0, the default: 4 x sqrt(items))",
+    "nprobe": "IVF clusters searched per user (0, the default: nlist / 8)",
 }
+
+
+# The numeric ones, which `lite-rec index` takes as --NAME and `lite-rec bench scale` as
+# --ann-NAME.
+INDEX_NUMBERS = [name for name in INDEX_OPTIONS if name != "kind"]
 
 
 def _bench_scale(args: argparse.Namespace) -> int:
@@ -439,7 +445,7 @@ def _bench_scale(args: argparse.Namespace) -> int:
         ann_kind=args.ann_kind,
         ann_index={
             name: getattr(args, f"ann_{name}")
-            for name in ANN_INDEX_SETTINGS
+            for name in INDEX_NUMBERS
             if getattr(args, f"ann_{name}") is not None
         },
         seed=args.seed,
@@ -683,12 +689,12 @@ def _add_bench_tools(tools) -> None:
     scale.add_argument("--eval-users", type=int, default=4_000, help="test users ranked (4000)")
     scale.add_argument("--ann-users", type=int, default=1_000, help="users of the ANN recall")
     scale.add_argument("--ann-kind", choices=["hnsw", "ivf"], default="hnsw")
-    for name, words in ANN_INDEX_SETTINGS.items():
+    for name in INDEX_NUMBERS:
         scale.add_argument(
             f"--ann-{name.replace('_', '-')}",
             type=int,
             default=None,
-            help=f"{words} (as lite-rec index)",
+            help=f"{INDEX_OPTIONS[name]}, as lite-rec index",
         )
     scale.add_argument("--seed", type=int, default=0, help="of the data and user samples")
     scale.add_argument("--params", type=Path, default=None, help="params file (params.yaml)")
@@ -773,17 +779,6 @@ def _add_bench_tools(tools) -> None:
     )
     load.add_argument("--out", type=Path, default=Path("bench/results/serve_load"))
     load.set_defaults(bench_tool=_bench_serve_load)
-
-
-# `lite-rec index` options: `lite_rec.ann.IndexConfig` fields, whose defaults apply when absent.
-INDEX_OPTIONS = {
-    "kind": "hnsw | ivf",
-    "hnsw_m": "HNSW graph neighbours per item (16)",
-    "ef_construction": "HNSW candidates kept while adding an item (200)",
-    "ef_search": "HNSW candidates kept while searching (256)",
-    "nlist": "IVF clusters (0, the default: 4 x sqrt(items))",
-    "nprobe": "IVF clusters searched per user (0, the default: nlist / 8)",
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -967,9 +962,10 @@ def build_parser() -> argparse.ArgumentParser:
         "index, into the run that trained the folder, so that `lite-rec register` registers it)",
     )
     index.add_argument("--tracking-uri", default="", help="the store that trained the folder")
-    for option, text in INDEX_OPTIONS.items():
-        if option != "kind":
-            index.add_argument("--" + option.replace("_", "-"), type=int, default=None, help=text)
+    for option in INDEX_NUMBERS:
+        index.add_argument(
+            "--" + option.replace("_", "-"), type=int, default=None, help=INDEX_OPTIONS[option]
+        )
     index.set_defaults(run=_index)
 
     serve = commands.add_parser(
