@@ -1,5 +1,6 @@
-"""The approximate item index for serving (`lite-rec index`): a faiss HNSW or IVF index over
-the model's output vectors, searched for candidates that are then scored exactly.
+"""The approximate item index for serving (`lite-rec index`): a faiss HNSW or IVF index, or a
+ScaNN index, over the model's output vectors, searched for candidates that are then scored
+exactly.
 
 A score is an inner product plus a bias, `u . w_i + b_i`. The index holds item i as
 `[w_i, b_i, sqrt(R^2 - |w_i|^2 - b_i^2)]` (R: the largest `|[w_i, b_i]|`) and is searched with
@@ -9,13 +10,20 @@ distances, which inner products are not: on a 181,224-item catalog (docs/operati
 (M 16, efConstruction 200, efSearch 128) found 0.96 of the exact top 10 this way and 0.87 as
 an inner-product index.
 
-Two files in the model folder: `item_index.faiss` and `item_index.json` (kind, parameters,
-the fingerprint of the item vectors, recall@10 against exact ranking and how it was measured,
+ScaNN (`kind="scann"`) searches inner products as they are: it holds `[w_i, b_i]`, searched
+with `[u, 1]`, in k-means partitions; the `nprobe` partitions nearest a user are scanned with
+4-bit codes trained with the anisotropic (score-aware) loss, and the `reorder` best of them
+are scored in float.
+
+Two files in the model folder: the index (`item_index.faiss`; `item_index.scann` for ScaNN,
+an uncompressed tar of the searcher's files) and `item_index.json` (kind, parameters, the
+fingerprint of the item vectors, recall@10 against exact ranking and how it was measured,
 build seconds). An index whose fingerprint is not the model's is ignored with a warning.
 
 Search fetches k + the history's item count candidates per user, drops the history items,
 scores the rest exactly and keeps the best k; a row left with fewer than k (an IVF probe of
-sparse clusters) is ranked exactly. faiss is imported only when an index is built or read.
+sparse clusters) is ranked exactly. faiss and ScaNN are imported only when an index is built
+or read.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ import hashlib
 import json
 import logging
 import os
+import tarfile
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,15 +52,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INDEX_FILE = "item_index.faiss"
+INDEX_FILE = "item_index.faiss"  # hnsw and ivf
+SCANN_FILE = "item_index.scann"  # scann: the searcher's files in one uncompressed tar
 INDEX_INFO_FILE = "item_index.json"
-INDEX_FILES = (INDEX_FILE, INDEX_INFO_FILE)
-KINDS = ("hnsw", "ivf")
+INDEX_FILES = (INDEX_FILE, SCANN_FILE, INDEX_INFO_FILE)
+KINDS = ("hnsw", "ivf", "scann")
 FORMAT_VERSION = 1
 RECALL_K = 10
 # Candidate scores gathered at a time: rows x fetched x width floats (64 MB).
 CANDIDATE_FLOATS = 1 << 24
 MODEL_FOLDER_FILES = ("model.pt", "model_config.json", "catalog.json")
+# ScaNN: items its partitions and codes are trained on at most, and the dimensions a 4-bit
+# code covers (16 centres per pair of dimensions).
+SCANN_TRAINING_ITEMS = 250_000
+SCANN_DIMS_PER_CODE = 2
+SCANN_ANISOTROPIC_THRESHOLD = 0.2  # ScaNN's recommended value for inner-product search
 
 
 @dataclass
@@ -58,18 +74,19 @@ class IndexConfig:
     """How the index is built and searched; the defaults reached recall@10 >= 0.95 on the
     catalogs in docs/operations.md."""
 
-    kind: str = "hnsw"  # hnsw | ivf
+    kind: str = "hnsw"  # hnsw | ivf | scann
     hnsw_m: int = 16  # graph neighbours per item
     ef_construction: int = 200  # candidates kept while linking an item into the graph
     ef_search: int = 256  # candidates kept while searching (at least the fetched count)
-    nlist: int = 0  # IVF clusters (0: 4 x sqrt(items))
-    nprobe: int = 0  # IVF clusters searched per user (0: nlist / 8)
+    nlist: int = 0  # IVF / ScaNN partitions (0: ivf 4 x sqrt(items), scann 2 x sqrt(items))
+    nprobe: int = 0  # partitions searched per user (0: ivf nlist / 8, scann nlist / 16)
+    reorder: int = 256  # ScaNN: candidates per user scored in float (at least the fetched count)
 
     def check(self) -> None:
         """Refuse, by name, settings no index can be built with."""
         if self.kind not in KINDS:
             raise ValueError(f"index kind: expected one of {', '.join(KINDS)}, got {self.kind!r}")
-        for name in ("hnsw_m", "ef_construction", "ef_search"):
+        for name in ("hnsw_m", "ef_construction", "ef_search", "reorder"):
             if getattr(self, name) < 1:
                 raise ValueError(
                     f"index {name}: expected a positive integer, got {getattr(self, name)}"
@@ -88,8 +105,15 @@ class IndexConfig:
                 "ef_construction": self.ef_construction,
                 "ef_search": self.ef_search,
             }
-        nlist = max(1, min(self.nlist or round(4 * np.sqrt(n_items)), n_items))
-        return {"nlist": nlist, "nprobe": min(self.nprobe or -(-nlist // 8), nlist)}
+        per_root, per_probe = (2, 16) if self.kind == "scann" else (4, 8)
+        nlist = max(1, min(self.nlist or round(per_root * np.sqrt(n_items)), n_items))
+        params = {"nlist": nlist, "nprobe": min(self.nprobe or -(-nlist // per_probe), nlist)}
+        return params | ({"reorder": self.reorder} if self.kind == "scann" else {})
+
+
+def index_file(kind: str) -> str:
+    """The file of the model folder that holds an index of `kind`."""
+    return SCANN_FILE if kind == "scann" else INDEX_FILE
 
 
 def item_vectors(model: RecommendationLLM) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -118,6 +142,13 @@ def _faiss():
     return faiss
 
 
+def _scann():
+    """ScaNN's searcher API, imported on first use."""
+    from scann import scann_ops_pybind
+
+    return scann_ops_pybind
+
+
 def _index_vectors(weights: torch.Tensor, bias: torch.Tensor | None) -> np.ndarray:
     """Items as the index holds them: `[w, b, sqrt(R^2 - |w|^2 - b^2)]`. -> (n_items, d + 2)"""
     items = weights.cpu().numpy()
@@ -143,6 +174,7 @@ class ItemIndex:
     def __init__(self, index: Any, info: dict[str, Any]):
         self.index = index
         self.info = info
+        self.threads = 0  # scann: the thread count its searcher was last given
 
     @property
     def kind(self) -> str:
@@ -151,30 +183,65 @@ class ItemIndex:
     def candidates(self, users: torch.Tensor, fetch: int) -> np.ndarray:
         """The `fetch` items nearest each user, best first, -1 where the index found fewer.
         (B, d) -> (B, fetch) int64"""
-        faiss = _faiss()
-        faiss.omp_set_num_threads(torch.get_num_threads())  # serving's thread setting holds
         params = self.info["params"]
+        queries = _query_vectors(users)[:, : self.info["dim"]]  # scann: [u, 1] or [u]
+        if self.kind == "scann":
+            if self.threads != torch.get_num_threads():  # serving's thread setting holds
+                self.threads = torch.get_num_threads()
+                self.index.set_num_threads(self.threads)
+            items, scores = self.index.search_batched_parallel(
+                queries, fetch, max(params["reorder"], fetch), params["nprobe"]
+            )
+            items = items.astype(np.int64)
+            items[np.isnan(scores)] = -1  # ScaNN's mark of a missing neighbour
+            return items
+        faiss = _faiss()
+        faiss.omp_set_num_threads(torch.get_num_threads())
         # Per call, not set on the index: concurrent searches never see each other's values.
         if self.kind == "hnsw":
             search = faiss.SearchParametersHNSW(efSearch=max(params["ef_search"], fetch))
         else:
             search = faiss.SearchParametersIVF(nprobe=params["nprobe"])
-        _, items = self.index.search(_query_vectors(users), fetch, params=search)
+        _, items = self.index.search(queries, fetch, params=search)
         return items
 
 
 def _new_index(vectors: np.ndarray, config: IndexConfig, params: dict[str, int]) -> Any:
-    """An empty faiss index of `config.kind`, trained on `vectors` where the kind needs it."""
+    """The index of `config.kind` holding `vectors`."""
+    if config.kind == "scann":
+        return _new_scann(vectors, params)
     faiss = _faiss()
     width = vectors.shape[1]
     if config.kind == "hnsw":
         index = faiss.IndexHNSWFlat(width, params["m"], faiss.METRIC_L2)
         index.hnsw.efConstruction = params["ef_construction"]
-        return index
-    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(width), width, params["nlist"], faiss.METRIC_L2)
-    index.cp.min_points_per_centroid = 1  # a catalog smaller than 39 x nlist is fine
-    index.train(vectors)
+    else:
+        quantizer = faiss.IndexFlatL2(width)
+        index = faiss.IndexIVFFlat(quantizer, width, params["nlist"], faiss.METRIC_L2)
+        index.cp.min_points_per_centroid = 1  # a catalog smaller than 39 x nlist is fine
+        index.train(vectors)
+    index.add(vectors)
     return index
+
+
+def _new_scann(vectors: np.ndarray, params: dict[str, int]) -> Any:
+    """A ScaNN searcher of `vectors` by inner product: k-means partitions, anisotropic 4-bit
+    codes, float rescoring of the best `reorder`."""
+    sample = min(len(vectors), SCANN_TRAINING_ITEMS)
+    builder = _scann().builder(vectors, RECALL_K, "dot_product")
+    builder = builder.tree(
+        num_leaves=params["nlist"],
+        num_leaves_to_search=params["nprobe"],
+        training_sample_size=sample,
+        min_partition_size=1,  # a small catalog is fine
+    )
+    builder = builder.score_ah(
+        SCANN_DIMS_PER_CODE,
+        anisotropic_quantization_threshold=SCANN_ANISOTROPIC_THRESHOLD,
+        training_sample_size=sample,
+    )
+    builder.reorder(params["reorder"]).set_n_training_threads(torch.get_num_threads())
+    return builder.build()
 
 
 def build_index(
@@ -193,8 +260,9 @@ def build_index(
     params = config.params(model.n_items)
     started = time.perf_counter()
     vectors = _index_vectors(weights, bias)
+    if config.kind == "scann":  # inner products as they are: [w, b], or [w] without a bias
+        vectors = np.ascontiguousarray(vectors[:, : weights.shape[1] + (bias is not None)])
     index = _new_index(vectors, config, params)
-    index.add(vectors)
     seconds = time.perf_counter() - started
     info = {
         "format_version": FORMAT_VERSION,
@@ -381,34 +449,60 @@ def check_model_folder(model_dir: str | Path) -> Path:
 
 
 def save_index(index: ItemIndex, model_dir: str | Path) -> None:
-    """`item_index.faiss`, then `item_index.json`, each written to a temporary sibling and
-    renamed over the old one."""
+    """The index file of its kind, then `item_index.json`, each written to a temporary sibling
+    and renamed over the old one; an index file of the other kind goes."""
     model_dir = Path(model_dir)
-    temporary = model_dir / f".{INDEX_FILE}.tmp"
+    name = index_file(index.kind)
+    temporary = model_dir / f".{name}.tmp"
     try:
-        _faiss().write_index(index.index, str(temporary))
-        os.replace(temporary, model_dir / INDEX_FILE)
+        if index.kind == "scann":
+            _write_scann(index.index, temporary)
+        else:
+            _faiss().write_index(index.index, str(temporary))
+        os.replace(temporary, model_dir / name)
     finally:
         temporary.unlink(missing_ok=True)
+    for other in {INDEX_FILE, SCANN_FILE} - {name}:
+        (model_dir / other).unlink(missing_ok=True)
     write_file_atomically(model_dir / INDEX_INFO_FILE, json.dumps(index.info, indent=2) + "\n")
+
+
+def _write_scann(searcher: Any, path: Path) -> None:
+    """The files ScaNN serialises `searcher` into, as one uncompressed tar at `path`."""
+    with tempfile.TemporaryDirectory() as folder, tarfile.open(path, "w") as tar:
+        searcher.serialize(folder, relative_path=True)
+        for file in sorted(Path(folder).iterdir()):
+            tar.add(file, arcname=file.name)
+
+
+def _read_scann(path: Path) -> Any:
+    """The ScaNN searcher `_write_scann` wrote to `path`."""
+    with tempfile.TemporaryDirectory() as folder:
+        with tarfile.open(path) as tar:
+            tar.extractall(folder, filter="data")
+        return _scann().load_searcher(folder)
 
 
 def load_index(model_dir: str | Path, model: RecommendationLLM) -> ItemIndex | None:
     """The index in `model_dir` when it was built for `model`'s item vectors; None, with a
     warning saying why, when it is stale or unreadable; None when there is none."""
     model_dir = Path(model_dir)
-    index_path, info_path = model_dir / INDEX_FILE, model_dir / INDEX_INFO_FILE
-    if not index_path.exists() and not info_path.exists():
+    if not any((model_dir / name).exists() for name in INDEX_FILES):
         return None
     problem = _index_problem(model_dir, model)
     if problem is None:
-        info = json.loads(info_path.read_text())
+        info = json.loads((model_dir / INDEX_INFO_FILE).read_text())
+        path = model_dir / index_file(info["kind"])
         try:
-            index = _faiss().read_index(str(index_path))
-        except RuntimeError as error:  # faiss's error for a file it cannot parse
-            problem = f"{INDEX_FILE} is unreadable ({str(error).strip().splitlines()[0]})"
+            if info["kind"] == "scann":
+                index = _read_scann(path)
+            else:
+                index = _faiss().read_index(str(path))
+        # faiss's and ScaNN's errors for a file they cannot parse, tarfile's for a broken tar
+        except (RuntimeError, ValueError, OSError, tarfile.TarError) as error:
+            problem = f"{path.name} is unreadable ({str(error).strip().splitlines()[0]})"
         else:
-            problem = _faiss_problem(index, info)
+            problem = _file_problem(index, info)
             if problem is None:
                 return ItemIndex(index, info)
     log.warning(
@@ -422,15 +516,20 @@ def load_index(model_dir: str | Path, model: RecommendationLLM) -> ItemIndex | N
 
 def _index_problem(model_dir: Path, model: RecommendationLLM) -> str | None:
     """Why `item_index.json` does not describe an index of `model`, or None."""
-    index_path, info_path = model_dir / INDEX_FILE, model_dir / INDEX_INFO_FILE
-    if not index_path.is_file() or not info_path.is_file():
-        return f"expected both {INDEX_FILE} and {INDEX_INFO_FILE}"
+    info_path = model_dir / INDEX_INFO_FILE
+    if not info_path.is_file():
+        present = next(name for name in INDEX_FILES if (model_dir / name).exists())
+        return f"expected both {present} and {INDEX_INFO_FILE}"
     try:
         info = json.loads(info_path.read_text())
     except (OSError, ValueError) as error:
         return f"{INDEX_INFO_FILE} is unreadable ({error})"
     if not isinstance(info, dict) or info.get("format_version") != FORMAT_VERSION:
         return f"{INDEX_INFO_FILE} is not format_version {FORMAT_VERSION}"
+    if info.get("kind") not in KINDS:
+        return f"{INDEX_INFO_FILE} names kind {info.get('kind')!r}, not one of {', '.join(KINDS)}"
+    if not (model_dir / index_file(info["kind"])).is_file():
+        return f"expected both {index_file(info['kind'])} and {INDEX_INFO_FILE}"
     if info.get("n_items") != model.n_items:
         return f"it holds {info.get('n_items')} items, the model {model.n_items}"
     if info.get("fingerprint") != fingerprint(*item_vectors(model)):
@@ -438,15 +537,17 @@ def _index_problem(model_dir: Path, model: RecommendationLLM) -> str | None:
     return None
 
 
-def _faiss_problem(index: Any, info: dict[str, Any]) -> str | None:
-    """Why the faiss index read does not match its description, or None."""
+def _file_problem(index: Any, info: dict[str, Any]) -> str | None:
+    """Why the index read does not match its description, or None."""
+    described = f"the {info['kind']} index of {info['n_items']} items {INDEX_INFO_FILE} describes"
+    if info["kind"] == "scann":
+        if index.size() != info["n_items"]:
+            return f"{SCANN_FILE} ({index.size()} items) is not {described}"
+        return None
     faiss = _faiss()
     classes = {"hnsw": faiss.IndexHNSW, "ivf": faiss.IndexIVF}
     kind = next((name for name, cls in classes.items() if isinstance(index, cls)), "other")
-    if kind != info.get("kind") or index.ntotal != info["n_items"] or index.d != info.get("dim"):
-        described = (
-            f"the {info.get('kind')} index of {info['n_items']} items {INDEX_INFO_FILE} describes"
-        )
+    if kind != info["kind"] or index.ntotal != info["n_items"] or index.d != info.get("dim"):
         return f"{INDEX_FILE} ({kind}, {index.ntotal} items) is not {described}"
     return None
 

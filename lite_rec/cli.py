@@ -419,18 +419,22 @@ def _bench_step_cost(args: argparse.Namespace) -> int:
 
 # `lite-rec index` options: `lite_rec.ann.IndexConfig` fields, whose defaults apply when absent.
 INDEX_OPTIONS = {
-    "kind": "hnsw | ivf",
+    "kind": "hnsw | ivf | scann",
     "hnsw_m": "HNSW graph neighbours per item (16)",
     "ef_construction": "HNSW candidates kept while adding an item (200)",
     "ef_search": "HNSW candidates kept while searching (256)",
-    "nlist": "IVF clusters (0, the default: 4 x sqrt(items))",
-    "nprobe": "IVF clusters searched per user (0, the default: nlist / 8)",
+    "nlist": "IVF clusters or ScaNN partitions (0, the default: ivf 4 x sqrt(items), scann "
+    "2 x sqrt(items))",
+    "nprobe": "IVF clusters or ScaNN partitions searched per user (0, the default: ivf nlist / 8, "
+    "scann nlist / 16)",
+    "reorder": "ScaNN candidates per user scored in float (256)",
 }
 
 
 # The numeric ones, which `lite-rec index` takes as --NAME and `lite-rec bench scale` as
 # --ann-NAME.
 INDEX_NUMBERS = [name for name in INDEX_OPTIONS if name != "kind"]
+INDEX_KINDS = ["hnsw", "ivf", "scann"]  # lite_rec.ann.KINDS, which imports torch
 
 
 def _bench_scale(args: argparse.Namespace) -> int:
@@ -688,7 +692,7 @@ def _add_bench_tools(tools) -> None:
     scale.add_argument("--embed-sample", type=int, default=20_000, help="items embedded (20000)")
     scale.add_argument("--eval-users", type=int, default=4_000, help="test users ranked (4000)")
     scale.add_argument("--ann-users", type=int, default=1_000, help="users of the ANN recall")
-    scale.add_argument("--ann-kind", choices=["hnsw", "ivf"], default="hnsw")
+    scale.add_argument("--ann-kind", choices=INDEX_KINDS, default="hnsw")
     for name in INDEX_NUMBERS:
         scale.add_argument(
             f"--ann-{name.replace('_', '-')}",
@@ -946,13 +950,16 @@ def build_parser() -> argparse.ArgumentParser:
     index = commands.add_parser(
         "index",
         help="build the approximate item index that recommend, serve and the pyfunc use",
-        description="Build a faiss index of MODEL_DIR's items into the folder (item_index.faiss "
-        "and item_index.json), with its recall@10 against exact ranking measured on --data's "
-        "validation histories (without --data: random histories drawn by training popularity). "
-        "Recommendations then come through it; a retrained model ignores it until rebuilt.",
+        description="Build an index of MODEL_DIR's items into the folder (faiss HNSW or IVF: "
+        "item_index.faiss; ScaNN: item_index.scann; and item_index.json), with its recall@10 "
+        "against exact ranking measured on --data's validation histories (without --data: "
+        "random histories drawn by training popularity). Recommendations then come through "
+        "it; a retrained model ignores it until rebuilt.",
     )
     index.add_argument("model_dir", type=Path, help="a `lite-rec train` output")
-    index.add_argument("--kind", choices=["hnsw", "ivf"], default=None, help="hnsw (default) | ivf")
+    index.add_argument(
+        "--kind", choices=INDEX_KINDS, default=None, help="hnsw (default) | ivf | scann"
+    )
     index.add_argument("--data", type=Path, default=None, help="what `lite-rec prepare` wrote")
     index.add_argument("--sample-users", type=int, default=1000, help="users recall is measured on")
     index.add_argument(

@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 EXPERIMENT = "lite_rec"
 PIP_REQUIREMENTS = ["torch==2.13.0", "pandas==3.1.1", "mlflow==3.17.2", "transformers==5.24.0"]
 ITEM_INDEX_TAG = "lite_rec.item_index"  # on a run whose logged model answers through an index
-FAISS_REQUIREMENT = "faiss-cpu==1.15.1"  # a logged model with an item index reads it with faiss
+# A logged model with an item index reads it with faiss or ScaNN, by its file.
+INDEX_REQUIREMENTS = {"item_index.faiss": "faiss-cpu==1.15.1", "item_index.scann": "scann==1.4.2"}
 ACCEPTED_URIS = (
     "sqlite:///PATH.db (four slashes for an absolute path), postgresql://USER@HOST/DB, "
     "http(s)://HOST:PORT, or file:///ABS/DIR with MLFLOW_ALLOW_FILE_STORE=true"
@@ -496,7 +497,8 @@ def log_pyfunc(
             python_model=LiteRecPyfunc(),
             artifacts={"model_dir": staging},
             code_paths=[str(PROJECT_ROOT / "lite_rec")],
-            pip_requirements=PIP_REQUIREMENTS + ([FAISS_REQUIREMENT] if index_files else []),
+            pip_requirements=PIP_REQUIREMENTS
+            + [INDEX_REQUIREMENTS[file] for file in index_files if file in INDEX_REQUIREMENTS],
             input_example=example,
             signature=signature,
             registered_model_name=registered_model_name,
@@ -508,15 +510,20 @@ def log_indexed_model(model_dir: str | Path, tracking: Tracking) -> str:
     into the run that trained the folder and under the same name, and point the folder's run
     record (`mlflow_run.json`) at it: what is registered from the folder afterwards answers
     through the index. -> the new model URI"""
-    from lite_rec.ann import INDEX_FILE, INDEX_INFO_FILE
+    from lite_rec.ann import INDEX_INFO_FILE, index_file
     from lite_rec.errors import InputError
     from lite_rec.outputs import write_file_atomically
     from lite_rec.pipeline import RUN_FILE
 
     model_dir = Path(model_dir)
     record_file = model_dir / RUN_FILE
-    if not (model_dir / INDEX_FILE).is_file():
-        raise InputError(model_dir, f"no {INDEX_FILE}: run `lite-rec index {model_dir}` first")
+    if not (model_dir / INDEX_INFO_FILE).is_file():
+        raise InputError(model_dir, f"no {INDEX_INFO_FILE}: run `lite-rec index {model_dir}` first")
+    kind = json.loads((model_dir / INDEX_INFO_FILE).read_text())["kind"]
+    if not (model_dir / index_file(kind)).is_file():
+        raise InputError(
+            model_dir, f"no {index_file(kind)}: run `lite-rec index {model_dir}` first"
+        )
     record = json.loads(record_file.read_text())
     tracking.activate()
     try:
@@ -531,7 +538,6 @@ def log_indexed_model(model_dir: str | Path, tracking: Tracking) -> str:
         ) from error
     with run:
         info = log_pyfunc(model_dir, name=logged.name)
-        kind = json.loads((model_dir / INDEX_INFO_FILE).read_text())["kind"]
         mlflow.set_tag(ITEM_INDEX_TAG, kind)
     write_file_atomically(record_file, json.dumps({**record, "model_uri": info.model_uri}))
     log.info(

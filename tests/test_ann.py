@@ -22,6 +22,8 @@ from tests.conftest import cyclic_data
 
 N_ITEMS = 2000
 EXHAUSTIVE = ann.IndexConfig(kind="hnsw", ef_search=N_ITEMS)  # visits every item: exact
+# Every partition searched and every item scored in float: exact.
+EXHAUSTIVE_SCANN = ann.IndexConfig(kind="scann", nlist=20, nprobe=20, reorder=N_ITEMS)
 
 
 def random_model(tie_output: bool = True, seed: int = 0) -> RecommendationLLM:
@@ -65,10 +67,11 @@ def histories(count: int, seed: int = 1) -> list[np.ndarray]:
     return [rng.choice(N_ITEMS, size=rng.integers(1, 9), replace=False) for _ in range(count)]
 
 
+@pytest.mark.parametrize("config", [EXHAUSTIVE, EXHAUSTIVE_SCANN], ids=["hnsw", "scann"])
 @pytest.mark.parametrize("tie_output", [True, False])
-def test_an_index_that_visits_every_item_gives_the_exact_top_k(tie_output) -> None:
+def test_an_index_that_visits_every_item_gives_the_exact_top_k(tie_output, config) -> None:
     model = random_model(tie_output)
-    index = ann.build_index(model, EXHAUSTIVE, histories(50), sample_users=50)
+    index = ann.build_index(model, config, histories(50), sample_users=50)
     queries = histories(200, seed=2)
     found, found_scores = ann.recommend(model, index, queries, k=10)
     exact, exact_scores = exact_recommend(model, queries, k=10)
@@ -84,9 +87,10 @@ def test_the_default_index_finds_nearly_all_of_the_exact_top_10() -> None:
         assert index.info["recall@10"] >= 0.95, index.info
 
 
-def test_history_items_are_never_returned_even_when_they_score_best() -> None:
+@pytest.mark.parametrize("config", [EXHAUSTIVE, EXHAUSTIVE_SCANN], ids=["hnsw", "scann"])
+def test_history_items_are_never_returned_even_when_they_score_best(config) -> None:
     model = random_model()
-    index = ann.build_index(model, EXHAUSTIVE, sample_users=10)
+    index = ann.build_index(model, config, sample_users=10)
     queries = histories(300, seed=3)
     unfiltered, _ = exact_recommend(model, queries, k=10, exclude_history=False)
     best_seen = [row for row, history in enumerate(queries) if unfiltered[row][0] in history]
@@ -155,6 +159,42 @@ def test_the_folder_index_serves_the_same_items_and_holds_its_recall(
     assert answers == through_index.recommend(requests, 10, exact=False)
     for request, row in zip(requests, answers, strict=True):
         assert len(row) == 10 and not set(request) & {item for item, _ in row}
+
+
+def test_a_scann_index_replaces_a_faiss_one_in_the_folder_and_serves_through_it(
+    model_dir, tmp_path, data
+) -> None:
+    folder = copy_of(model_dir, tmp_path / "model")
+    ann.index_model_folder(folder, ann.IndexConfig(kind="ivf"), data, sample_users=20)
+    info = ann.index_model_folder(folder, EXHAUSTIVE_SCANN, data, sample_users=100)
+    assert (folder / ann.SCANN_FILE).is_file() and not (folder / ann.INDEX_FILE).exists()
+    assert info["kind"] == "scann" and info["recall@10"] == 1.0
+    assert info["params"] == {"nlist": 20, "nprobe": 20, "reorder": N_ITEMS}
+    through_index, exact = Recommender.load(folder), Recommender.load(folder, exact=True)
+    assert through_index.index is not None and through_index.index.kind == "scann"
+    requests = [[f"i{i}" for i in history] for history in histories(40, seed=4)]
+    assert [[item for item, _ in row] for row in through_index.recommend(requests, 10)] == [
+        [item for item, _ in row] for row in exact.recommend(requests, 10)
+    ]
+    (folder / ann.SCANN_FILE).write_bytes(b"not a tar")
+    assert ann.load_index(folder, load_model(folder)) is None
+    ann.index_model_folder(folder, ann.IndexConfig(), data, sample_users=20)
+    assert (folder / ann.INDEX_FILE).is_file() and not (folder / ann.SCANN_FILE).exists()
+
+
+def test_an_unreadable_scann_file_is_ignored_with_a_warning(model_dir, tmp_path, caplog) -> None:
+    folder = copy_of(model_dir, tmp_path / "model")
+    ann.index_model_folder(folder, ann.IndexConfig(kind="scann"), sample_users=10)
+    (folder / ann.SCANN_FILE).write_bytes(b"not a tar")
+    with caplog.at_level(logging.WARNING, logger="lite_rec.ann"):
+        assert ann.load_index(folder, load_model(folder)) is None
+    assert f"{ann.SCANN_FILE} is unreadable" in caplog.text
+    info = json.loads((folder / ann.INDEX_INFO_FILE).read_text())
+    (folder / ann.INDEX_INFO_FILE).write_text(json.dumps({**info, "kind": "annoy"}))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lite_rec.ann"):
+        assert ann.load_index(folder, load_model(folder)) is None
+    assert "names kind 'annoy', not one of hnsw, ivf, scann" in caplog.text
 
 
 def test_an_index_for_other_item_vectors_is_ignored_with_a_warning(
@@ -235,6 +275,11 @@ def test_automatic_ivf_parameters_follow_the_catalog_size() -> None:
         "nprobe": 20,
     }
     assert ann.IndexConfig().params(5) == {"m": 16, "ef_construction": 200, "ef_search": 256}
+    assert ann.IndexConfig(kind="scann").params(1_000_000) == {
+        "nlist": 2000,
+        "nprobe": 125,
+        "reorder": 256,
+    }
 
 
 def test_the_command_line_states_the_index_defaults() -> None:
@@ -247,19 +292,24 @@ def test_the_command_line_states_the_index_defaults() -> None:
     assert all(getattr(parsed, option) is None for option in INDEX_OPTIONS)
 
 
-def test_the_logged_pyfunc_carries_the_index(model_dir, tmp_path) -> None:
+@pytest.mark.parametrize("kind", ["hnsw", "scann"])
+def test_the_logged_pyfunc_carries_the_index(model_dir, tmp_path, kind) -> None:
     import mlflow
 
-    from lite_rec.tracking import FAISS_REQUIREMENT, Tracking, log_pyfunc
+    from lite_rec.tracking import INDEX_REQUIREMENTS, Tracking, log_pyfunc
 
     folder = copy_of(model_dir, tmp_path / "model")
-    ann.index_model_folder(folder, ann.IndexConfig(), sample_users=10)
+    ann.index_model_folder(folder, ann.IndexConfig(kind=kind), sample_users=10)
     with Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}").run(name="index"):
         info = log_pyfunc(folder)
     pyfunc = mlflow.pyfunc.load_model(info.model_uri)
-    assert pyfunc.unwrap_python_model().recommender.index is not None
+    assert pyfunc.unwrap_python_model().recommender.index.kind == kind
     requirements = Path(mlflow.pyfunc.get_model_dependencies(info.model_uri)).read_text()
-    assert FAISS_REQUIREMENT in requirements
+    file = ann.index_file(kind)
+    assert INDEX_REQUIREMENTS[file] in requirements
+    assert not {INDEX_REQUIREMENTS[other] for other in INDEX_REQUIREMENTS if other != file} & set(
+        requirements.split()
+    )
 
 
 def test_the_item_index_asset_reports_kind_recall_and_build_time(model_dir, tmp_path, data) -> None:

@@ -100,8 +100,8 @@ def trained_metadata(trained: pipeline.TrainedModel, settings: Settings) -> dict
 
 
 class ItemIndexSettings(dg.Config):
-    """The approximate serving index (`lite_rec.ann.IndexConfig`: `kind` hnsw | ivf and its
-    parameters) and how many validation users its recall@10 is measured on."""
+    """The approximate serving index (`lite_rec.ann.IndexConfig`: `kind` hnsw | ivf | scann and
+    its parameters) and how many validation users its recall@10 is measured on."""
 
     kind: str = ann.IndexConfig.kind
     hnsw_m: int = ann.IndexConfig.hnsw_m
@@ -109,10 +109,11 @@ class ItemIndexSettings(dg.Config):
     ef_search: int = ann.IndexConfig.ef_search
     nlist: int = ann.IndexConfig.nlist
     nprobe: int = ann.IndexConfig.nprobe
+    reorder: int = ann.IndexConfig.reorder
     sample_users: int = 1000
 
 
-@dg.asset(group_name="model", kinds={"faiss"}, **CATALOG)
+@dg.asset(group_name="model", kinds={"faiss", "scann"}, **CATALOG)
 def item_index(
     config: ItemIndexSettings,
     mlflow_tracking: MlflowTracking,
@@ -128,6 +129,7 @@ def item_index(
         rec_model.model_dir, ann.IndexConfig(**settings), sequences, sample_users
     )
     info["model_uri"] = log_indexed_model(rec_model.model_dir, mlflow_tracking.tracking())
+    index_path = rec_model.model_dir / ann.index_file(info["kind"])
     metadata = {
         "kind": info["kind"],
         "recall@10": info["recall@10"],
@@ -137,7 +139,7 @@ def item_index(
         "index users/s": info["index_users_per_second"],
         "exact users/s": info["exact_users_per_second"],
         "params": dg.MetadataValue.json(info["params"]),
-        "index file": dg.MetadataValue.path(str(rec_model.model_dir / ann.INDEX_FILE)),
+        "index file": dg.MetadataValue.path(str(index_path)),
         "model uri": info["model_uri"],
     }
     return dg.Output(info, metadata=metadata)
