@@ -415,6 +415,7 @@ SERVE_COLUMNS = [
     ("exact users/s", "evaluate", ("users_per_second",)),
     ("exact GiB", "evaluate", ("peak_rss_mib",)),
     ("ANN build s", "ann", ("build_seconds",)),
+    ("ANN kind", "ann", ("kind",)),
     ("ANN parameters", "ann", ("params",)),
     ("ANN recall@10", "ann", ("recall@10",)),
     ("ANN users/s", "ann", ("index_users_per_second",)),
@@ -474,8 +475,8 @@ def scale_markdown(results: dict[str, Any]) -> str:
         *_table(rows, SERVE_COLUMNS),
         "",
         f"exact: `rank_catalog` top-10 of {settings['eval_users']:,} test users, "
-        f"{_chunk_words(settings['item_chunk'])}. ANN: `lite-rec index` ({settings['ann_kind']}"
-        f"), recall@10 against exact ranking on {settings['ann_users']:,} validation users, "
+        f"{_chunk_words(settings['item_chunk'])}. ANN: `lite-rec index --kind KIND`, recall@10 "
+        f"against exact ranking on {settings['ann_users']:,} validation users, "
         "both users/s in that process, taking turns (its exact: `rank_catalog` with its own "
         "item chunk, as `lite-rec recommend --exact`). NDCG@10 / HR@10: the same test users, "
         "the model after its training steps "
