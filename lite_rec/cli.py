@@ -424,10 +424,10 @@ INDEX_OPTIONS = {
     "ef_construction": "HNSW candidates kept while adding an item (200)",
     "ef_search": "HNSW candidates kept while searching (256)",
     "nlist": "IVF clusters or ScaNN partitions (0, the default: ivf 4 x sqrt(items), scann "
-    "2 x sqrt(items))",
+    "8 x sqrt(items))",
     "nprobe": "IVF clusters or ScaNN partitions searched per user (0, the default: ivf nlist / 8, "
-    "scann nlist / 16)",
-    "reorder": "ScaNN candidates per user scored in float (256)",
+    "scann 240)",
+    "reorder": "ScaNN candidates per user scored in float (64)",
 }
 
 

@@ -276,10 +276,11 @@ def test_automatic_ivf_parameters_follow_the_catalog_size() -> None:
     }
     assert ann.IndexConfig().params(5) == {"m": 16, "ef_construction": 200, "ef_search": 256}
     assert ann.IndexConfig(kind="scann").params(1_000_000) == {
-        "nlist": 2000,
-        "nprobe": 125,
-        "reorder": 256,
+        "nlist": 8000,
+        "nprobe": 240,
+        "reorder": 64,
     }
+    assert ann.IndexConfig(kind="scann").params(2000)["nprobe"] == 240  # of 358
 
 
 def test_the_command_line_states_the_index_defaults() -> None:
