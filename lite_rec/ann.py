@@ -59,6 +59,8 @@ INDEX_FILE = "item_index.faiss"  # hnsw and ivf
 SCANN_FILE = "item_index.scann"  # scann: the searcher's files in one uncompressed tar
 INDEX_INFO_FILE = "item_index.json"
 INDEX_FILES = (INDEX_FILE, SCANN_FILE, INDEX_INFO_FILE)
+# What a logged model holding an index file needs to read it.
+INDEX_REQUIREMENTS = {INDEX_FILE: "faiss-cpu==1.15.1", SCANN_FILE: "scann==1.4.2"}
 KINDS = ("hnsw", "ivf", "scann")
 FORMAT_VERSION = 1
 RECALL_K = 10
@@ -66,8 +68,8 @@ RECALL_K = 10
 CANDIDATE_FLOATS = 1 << 24
 MODEL_FOLDER_FILES = ("model.pt", "model_config.json", "catalog.json")
 # ScaNN: items its partitions and codes are trained on at most, and the dimensions a 4-bit
-# code covers: one (16 levels per dimension; at 1M items with 5% of the partitions searched,
-# recall@10 0.953 reordering 128) against two (0.934 reordering 512).
+# code covers: one (16 levels per dimension); with two, the 1M-item catalog needed several
+# times the reordering for less recall.
 SCANN_TRAINING_ITEMS = 250_000
 SCANN_DIMS_PER_CODE = 1
 SCANN_ANISOTROPIC_THRESHOLD = 0.2  # ScaNN's recommended value for inner-product search

@@ -45,8 +45,6 @@ if TYPE_CHECKING:
 EXPERIMENT = "lite_rec"
 PIP_REQUIREMENTS = ["torch==2.13.0", "pandas==3.1.1", "mlflow==3.17.2", "transformers==5.24.0"]
 ITEM_INDEX_TAG = "lite_rec.item_index"  # on a run whose logged model answers through an index
-# A logged model with an item index reads it with faiss or ScaNN, by its file.
-INDEX_REQUIREMENTS = {"item_index.faiss": "faiss-cpu==1.15.1", "item_index.scann": "scann==1.4.2"}
 ACCEPTED_URIS = (
     "sqlite:///PATH.db (four slashes for an absolute path), postgresql://USER@HOST/DB, "
     "http(s)://HOST:PORT, or file:///ABS/DIR with MLFLOW_ALLOW_FILE_STORE=true"
@@ -471,7 +469,7 @@ def log_pyfunc(
     """Log the servable part of a model directory (weights, config, catalog and the item
     index when there is one: not the training checkpoint) as a pyfunc model called `name` in
     the active run; optionally register it."""
-    from lite_rec.ann import INDEX_FILES
+    from lite_rec.ann import INDEX_FILES, INDEX_REQUIREMENTS
 
     model_dir = Path(model_dir)
     index_files = [file for file in INDEX_FILES if (model_dir / file).is_file()]
