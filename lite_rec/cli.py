@@ -155,7 +155,7 @@ def _train(args: argparse.Namespace) -> int:
         if report and trained:
             report.trained(trained)
     if trained is None:  # a data-parallel rank other than 0: rank 0 reports
-        _end_worker()
+        distributed.exit_worker()
         return 0
     print(
         json.dumps(
@@ -168,22 +168,6 @@ def _train(args: argparse.Namespace) -> int:
         )
     )
     return 0
-
-
-def _end_worker() -> None:
-    """End a torchrun worker that has left the process group and written nothing (a rank
-    other than 0) here, its streams and logs flushed, without the interpreter's teardown:
-    there, while rank 0 was still saving and logging, gloo's threads were seen to abort a
-    worker whose training had succeeded (SIGABRT, "terminate called without an active
-    exception"), and torchrun then failed the whole run."""
-    from lite_rec import distributed
-
-    if not distributed.launched():
-        return
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

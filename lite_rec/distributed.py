@@ -11,7 +11,9 @@ MLflow; every rank takes part in every collective."""
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -84,6 +86,20 @@ def process_group(device: str) -> Iterator[None]:
         yield
     finally:
         dist.destroy_process_group()
+
+
+def exit_worker() -> None:
+    """End a torchrun worker after it left the process group, its logs and streams flushed,
+    without the interpreter's teardown (a plain process returns): there, while rank 0 was
+    still saving and logging, gloo's threads were seen to abort a worker whose training had
+    succeeded (SIGABRT, "terminate called without an active exception"), and torchrun then
+    failed the whole run. For ranks other than 0, which write nothing."""
+    if not launched():
+        return
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _collective_device() -> torch.device:
