@@ -66,6 +66,10 @@ FORMAT_VERSION = 1
 RECALL_K = 10
 # Candidate scores gathered at a time: rows x fetched x width floats (64 MB).
 CANDIDATE_FLOATS = 1 << 24
+# Histories the transformer reads at a time when serving through the index, in order of
+# length: each pads to its own longest. On the 1M-item catalog (histories of 1 to 50 items)
+# ScaNN answered 6,882 users/s with 128 against 5,224 with the 512 of a candidate batch.
+USER_BATCH = 128
 MODEL_FOLDER_FILES = ("model.pt", "model_config.json", "catalog.json")
 # ScaNN: items its partitions and codes are trained on at most, and the dimensions a 4-bit
 # code covers: one (16 levels per dimension); with two, the 1M-item catalog needed several
@@ -400,7 +404,7 @@ def recommend(
     fetch = np.minimum([k + len(items) for items in seen], n_items)
     short = []  # rows the index left with fewer than k candidates
     for users in _fetch_batches(fetch, batch_size, weights.shape[1]):
-        vectors = model.user_vectors([histories[u] for u in users])  # (b, d)
+        vectors = _user_vectors(model, [histories[u] for u in users])  # (b, d)
         candidates = index.candidates(vectors, int(fetch[users].max()))  # (b, f)
         items, scores = _exact_best(vectors, weights, bias, candidates, [seen[u] for u in users], k)
         top_items[users], top_scores[users] = items, scores
@@ -414,6 +418,13 @@ def recommend(
         items, scores = exact_recommend(model, [histories[u] for u in short], k)
         top_items[short], top_scores[short] = items, scores
     return top_items, top_scores
+
+
+def _user_vectors(model: RecommendationLLM, histories: Sequence[np.ndarray]) -> torch.Tensor:
+    """`model.user_vectors` of `histories` (in order of length, as `_fetch_batches` sorts
+    them) read USER_BATCH at a time: a short history pads to fewer positions. -> (B, d)"""
+    parts = range(0, len(histories), USER_BATCH)
+    return torch.cat([model.user_vectors(histories[at : at + USER_BATCH]) for at in parts])
 
 
 def _exact_best(
