@@ -14,9 +14,10 @@ ScaNN (`kind="scann"`) searches inner products as they are: it holds `[w_i, b_i]
 with `[u, 1]`, in k-means partitions (each item also in a second, SOAR's spilling); the
 `nprobe` partitions nearest a user are scanned with 4-bit codes, one per dimension, trained
 with the anisotropic (score-aware) loss, and the `reorder` best of them are scored in float.
-With 8 x sqrt(items) partitions, 240 scanned and 64 reordered, it found 0.959 of the exact
-top 10 on the 1M-item catalog of bench/results/scale/ at 7.1x the users/s of exact ranking,
-built in 59 s (HNSW, M 16, efSearch 256, on the same model: 0.946 at 4.0x, built in 193 s).
+With 8 x sqrt(items) partitions, 240 scanned and 64 reordered, it found 0.965 of the exact
+top 10 on the 1M-item catalog of bench/results/scale/ at 11.6x the users/s of exact ranking,
+built in 57 s (HNSW, M 16, efSearch 256, on an earlier training of that model: 0.946 at
+4.0x, built in 193 s).
 
 Two files in the model folder: the index (`item_index.faiss`; `item_index.scann` for ScaNN,
 an uncompressed tar of the searcher's files) and `item_index.json` (kind, parameters, the
