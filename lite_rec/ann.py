@@ -68,8 +68,9 @@ RECALL_K = 10
 # Candidate scores gathered at a time: rows x fetched x width floats (64 MB).
 CANDIDATE_FLOATS = 1 << 24
 # Histories the transformer reads at a time when serving through the index, in order of
-# length: each pads to its own longest. On the 1M-item catalog (histories of 1 to 50 items)
-# ScaNN answered 6,882 users/s with 128 against 5,224 with the 512 of a candidate batch.
+# length: each batch pads to its own longest, so short histories are not padded to the length
+# of the longest among 512 (on the 1M-item catalog of bench/results/scale/, whose histories
+# hold 1 to 50 items, this made the whole answer about 1.3x faster).
 USER_BATCH = 128
 MODEL_FOLDER_FILES = ("model.pt", "model_config.json", "catalog.json")
 # ScaNN: items its partitions and codes are trained on at most, and the dimensions a 4-bit
