@@ -69,8 +69,7 @@ RECALL_K = 10
 CANDIDATE_FLOATS = 1 << 24
 # Histories the transformer reads at a time when serving through the index, in order of
 # length: each batch pads to its own longest, so short histories are not padded to the length
-# of the longest among 512 (on the 1M-item catalog of bench/results/scale/, whose histories
-# hold 1 to 50 items, this made the whole answer about 1.3x faster).
+# of the longest among a candidate batch's 512.
 USER_BATCH = 128
 MODEL_FOLDER_FILES = ("model.pt", "model_config.json", "catalog.json")
 # ScaNN: items its partitions and codes are trained on at most, and the dimensions a 4-bit
